@@ -1,0 +1,241 @@
+"""`ReplicaExtended`: the tf.distribute hooks behind `ReplicaStrategy`.
+
+Built on TensorFlow's `ParameterServerStrategyExtended` in its local mode (variables on one
+parameter device, one replica per compute device, `mirrored_run` for replica threads, TF's own
+input pipeline), with the defects that make stock CentralStorageStrategy unusable with Keras 3
+fixed here:
+- ON_READ variables (metrics) get one copy per replica instead of one SUM-aggregated variable,
+  which Keras 3's `assign(self + value)` over-counted;
+- writes with aggregation NONE from replica context apply once instead of raising
+  (`_variables.ParameterVariable`);
+- `reduce` walks nested structures, and tolerates the uneven first batch Keras reduces to
+  build models;
+- the last partial batch of a dataset is kept (`get_next_as_optional`), and `InputOptions`,
+  including `PER_REPLICA` replication, are honoured.
+"""
+
+from __future__ import annotations
+
+from absl import logging
+from tensorflow.python.distribute import (
+    cross_device_ops as cross_device_ops_lib,
+)
+from tensorflow.python.distribute import (
+    distribute_lib,
+    distribute_utils,
+    input_lib,
+    input_util,
+    numpy_dataset,
+    parameter_server_strategy,
+    values,
+)
+from tensorflow.python.framework import ops
+from tensorflow.python.ops import array_ops, variable_scope
+from tensorflow.python.util import nest
+
+from replica_strategy import _variables, batching
+
+_ON_READ = variable_scope.VariableSynchronization.ON_READ
+_VALID_AGGREGATIONS = (
+    variable_scope.VariableAggregation.NONE,
+    variable_scope.VariableAggregation.SUM,
+    variable_scope.VariableAggregation.MEAN,
+    variable_scope.VariableAggregation.ONLY_FIRST_REPLICA,
+)
+
+
+class ReplicaExtended(parameter_server_strategy.ParameterServerStrategyExtended):
+    """Variables once on the parameter device, one replica per device, merges on one device."""
+
+    def __init__(self, container_strategy, devices, parameter_device, merge_device):
+        super().__init__(
+            container_strategy,
+            compute_devices=list(devices),
+            parameter_device=parameter_device,
+        )
+        self._merge_device = merge_device
+        self._cross_device_ops = cross_device_ops_lib.ReductionToOneDevice(
+            reduce_to_device=merge_device
+        )
+        # Keeps the last partial batch of a dataset instead of dropping it.
+        self.experimental_enable_get_next_as_optional = True
+
+    # -- variables -----------------------------------------------------------------------------
+
+    def _create_variable(self, next_creator, **kwargs):
+        colocate_with = kwargs.pop("colocate_with", None)
+        if isinstance(colocate_with, numpy_dataset.SingleDevice):
+            with ops.device(colocate_with.device):
+                return next_creator(**kwargs)
+        if isinstance(colocate_with, values.DistributedVariable):
+            # A slot of a per-replica variable (rare): one copy per replica, like its primary.
+            kwargs["synchronization"] = colocate_with.synchronization
+            colocate_with = None
+        if self._num_replicas_in_sync > 1 and kwargs.get("synchronization") == _ON_READ:
+            return _variables.create_replica_local_variable(
+                self._container_strategy(), self._compute_devices, next_creator, **kwargs
+            )
+        if colocate_with is not None:
+            with ops.device(None), ops.colocate_with(colocate_with):
+                return self._create_parameter_variable(next_creator, **kwargs)
+        with ops.colocate_with(None, ignore_existing=True), ops.device(self._variable_device):
+            return self._create_parameter_variable(next_creator, **kwargs)
+
+    def _create_parameter_variable(self, next_creator, **kwargs):
+        if self._num_replicas_in_sync == 1:
+            return next_creator(**kwargs)
+        aggregation = kwargs.pop("aggregation", variable_scope.VariableAggregation.NONE)
+        if aggregation not in _VALID_AGGREGATIONS:
+            raise ValueError(
+                f"Invalid variable aggregation {aggregation!r} for variable "
+                f"{kwargs.get('name')!r}; expected one of {list(_VALID_AGGREGATIONS)}."
+            )
+        return _variables.create_parameter_variable(
+            self._container_strategy(), next_creator, aggregation, **kwargs
+        )
+
+    def _update(self, var, fn, args, kwargs, group):
+        if not isinstance(var, values.DistributedVariable):
+            return super()._update(var, fn, args, kwargs, group)
+        # Per-replica (ON_READ) variables: the same update on every copy.
+        updates = []
+        for replica_id, copy in enumerate(var.values):
+            with ops.device(copy.device), distribute_lib.UpdateContext(replica_id):
+                updates.append(
+                    fn(
+                        copy,
+                        *distribute_utils.select_replica(replica_id, args),
+                        **distribute_utils.select_replica(replica_id, kwargs),
+                    )
+                )
+        return distribute_utils.update_regroup(self, updates, group)
+
+    def read_var(self, var):
+        if distribute_utils.is_sync_on_read(var):
+            return var._get_cross_replica()  # pylint: disable=protected-access
+        return array_ops.identity(var)
+
+    def value_container(self, val):
+        container = super().value_container(val)
+        if container is not val:
+            return container
+        return distribute_utils.value_container(val)
+
+    # -- reductions ----------------------------------------------------------------------------
+
+    def _reduce_to(self, reduce_op, value, destinations, options):
+        def reduce_one(leaf):
+            if not isinstance(leaf, values.DistributedValues):
+                return cross_device_ops_lib.reduce_non_distributed_value(
+                    reduce_op, leaf, destinations, self._num_replicas_in_sync
+                )
+            if not isinstance(destinations, values.DistributedValues):
+                leaf = _without_uneven_rows(leaf, reduce_op)
+            return self._cross_device_ops.reduce(
+                reduce_op, leaf, destinations=destinations, options=options
+            )
+
+        return nest.map_structure(reduce_one, value)
+
+    def _batch_reduce_to(self, reduce_op, value_destination_pairs, options):
+        return [
+            self._reduce_to(reduce_op, value, destinations, options)
+            for value, destinations in value_destination_pairs
+        ]
+
+    def _gather_to_implementation(self, value, destinations, axis, options):
+        def gather_one(leaf):
+            if not isinstance(leaf, values.DistributedValues):
+                return leaf
+            batching.require_batch_axis(leaf.values)
+            return self._cross_device_ops._gather(  # pylint: disable=protected-access
+                leaf, destinations=destinations, axis=axis, options=options
+            )
+
+        return nest.map_structure(gather_one, value)
+
+    # -- input ---------------------------------------------------------------------------------
+
+    def _input_workers_with_options(self, options=None):
+        host = self._worker_device
+        if options and options.experimental_replication_mode == (
+            distribute_lib.InputReplicationMode.PER_REPLICA
+        ):
+            return input_lib.InputWorkers(
+                tuple(
+                    (device if options.experimental_place_dataset_on_device else host, (device,))
+                    for device in self._compute_devices
+                )
+            )
+        if options and not options.experimental_fetch_to_device:
+            return input_lib.InputWorkers([(host, (host,) * len(self._compute_devices))])
+        return input_lib.InputWorkers([(host, tuple(self._compute_devices))])
+
+    def _experimental_distribute_dataset(self, dataset, options):
+        if options and options.experimental_replication_mode == (
+            distribute_lib.InputReplicationMode.PER_REPLICA
+        ):
+            raise NotImplementedError(
+                "InputReplicationMode.PER_REPLICA is only supported in "
+                "`distribute_datasets_from_function`, as in every tf.distribute strategy."
+            )
+        return super()._experimental_distribute_dataset(dataset, options)
+
+    def _distribute_datasets_from_function(self, dataset_fn, options):
+        input_workers = self._input_workers_with_options(options)
+        input_contexts = [
+            distribute_lib.InputContext(
+                num_input_pipelines=input_workers.num_workers,
+                input_pipeline_id=pipeline_id,
+                num_replicas_in_sync=self._num_replicas_in_sync,
+            )
+            for pipeline_id in range(input_workers.num_workers)
+        ]
+        return input_util.get_distributed_datasets_from_function(
+            dataset_fn, input_workers, input_contexts, self._container_strategy(), options
+        )
+
+    # -- facts ---------------------------------------------------------------------------------
+
+    @property
+    def merge_device(self):
+        return self._merge_device
+
+    @property
+    def experimental_between_graph(self):
+        return False
+
+
+def _without_uneven_rows(per_replica, reduce_op):
+    """Makes per-replica values of an uneven split reducible element by element.
+
+    Reducing across replicas (axis=None) needs equal shapes. When an uneven split left replicas
+    with different row counts (as in the first batch Keras reduces to build a model), empty
+    replicas are left out and the others are cut to the rows they all have. Only eager values
+    with concrete shapes are touched; a logged warning says so.
+    """
+    parts = per_replica.values
+    shapes = [part.shape for part in parts]
+    if (
+        not isinstance(per_replica, values.PerReplica)
+        or len({tuple(shape) for shape in shapes}) == 1
+        or any(shape.rank in (None, 0) or not shape.is_fully_defined() for shape in shapes)
+        or len({tuple(shape[1:]) for shape in shapes}) != 1
+    ):
+        return per_replica
+    non_empty = [part for part in parts if part.shape[0] > 0] or parts[:1]
+    rows = min(part.shape[0] for part in non_empty)
+    logging.log_first_n(
+        logging.WARNING,
+        "%s across replicas of values with different batch sizes %s: reducing the first %d "
+        "rows of each non-empty replica. Use axis=0 or strategy.gather for the whole batch.",
+        1,
+        reduce_op.value,
+        [shape[0] for shape in shapes],
+        rows,
+    )
+    trimmed = []
+    for part in non_empty:
+        with ops.device(part.device):
+            trimmed.append(part[:rows])
+    return values.PerReplica(tuple(trimmed))

@@ -1,0 +1,100 @@
+"""`ReplicaStrategy`: the public strategy class. The work is done in `_extended.py`."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import tensorflow as tf
+from tensorflow.python.distribute import distribute_lib
+
+from replica_strategy import devices as devices_lib
+from replica_strategy._extended import ReplicaExtended
+
+
+class ReplicaStrategy(distribute_lib.Strategy):
+    """Data parallelism on one machine with the weights kept once, on a parameter device.
+
+    `ReplicaStrategy` is `multi_gpu_model` as a `tf.distribute.Strategy`. Models, optimizers and
+    metrics built in `strategy.scope()` keep ONE copy of each trainable variable on
+    `parameter_device` (the CPU by default), whatever the number of replicas, with optimizer
+    slots beside them. Every global batch is split into contiguous sub-batches, one replica runs
+    on each device, and results are merged on `merge_device`: gradients summed and applied once
+    to the one copy, predictions concatenated back in the original sample order.
+
+    The split: with B rows on N replicas, replica 0, 1, ... in turn take ceil(B / N) rows until
+    the batch runs out, exactly as tf.distribute rebatches for MirroredStrategy (10 rows on 4
+    replicas: 3, 3, 3, 1; 2 rows on 4: 1, 1, 0, 0). A replica with no rows contributes nothing.
+
+    Keras and custom loops run unchanged:
+
+    ```python
+    strategy = replica_strategy.ReplicaStrategy(["/cpu:0", "/cpu:1"])
+    with strategy.scope():
+        model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+        model.compile(optimizer="sgd", loss="mse")
+    model.fit(x, y, batch_size=64)  # Each step: 32 rows on each device, one update.
+
+    @tf.function
+    def replica_ids():
+        return tf.distribute.get_replica_context().replica_id_in_sync_group
+
+    print(strategy.experimental_local_results(strategy.run(replica_ids)))  # (0, 1) as tensors
+    ```
+
+    Variables with `synchronization=ON_READ` (metrics) keep one copy per replica and are summed
+    or averaged when read, as under MirroredStrategy. Checkpoints hold plain variables, so they
+    load into a run with no strategy or with MirroredStrategy, and back.
+
+    Args:
+      devices: where replicas run. None: every logical GPU, or the CPU alone (with a logged
+        warning) when there is none. A list of ints: those GPU ids. A list of strings: those
+        devices, e.g. ["/cpu:0", "/cpu:1"] for logical CPUs.
+      parameter_device: where the one copy of each variable lives and updates run.
+      merge_device: where gradients are summed and results gathered; defaults to
+        `parameter_device`.
+
+    Raises:
+      ValueError: when a device argument is empty, has a duplicate, a wrong type, or names a
+        device this process does not have.
+    """
+
+    def __init__(
+        self,
+        devices: Sequence[int | str] | None = None,
+        parameter_device: str = "/cpu:0",
+        merge_device: str | None = None,
+    ):
+        compute_devices = devices_lib.resolve_devices(devices)
+        parameter_device = devices_lib.resolve_device(parameter_device, "parameter_device")
+        merge_device = (
+            parameter_device
+            if merge_device is None
+            else devices_lib.resolve_device(merge_device, "merge_device")
+        )
+        super().__init__(ReplicaExtended(self, compute_devices, parameter_device, merge_device))
+        distribute_lib.distribution_strategy_gauge.get_cell("V2").set("ReplicaStrategy")
+
+    def reduce(self, reduce_op, value, axis=None):
+        """Reduces `value` across replicas (and along `axis`); nested structures are walked.
+
+        With `axis=0` an uneven split is exact: MEAN divides by the total number of rows.
+        """
+        return tf.nest.map_structure(lambda leaf: super(ReplicaStrategy, self).reduce(reduce_op, leaf, axis), value)
+
+    def gather(self, value, axis=0):
+        """Concatenates per-replica values along `axis` on the merge device, in replica order."""
+        return tf.nest.map_structure(lambda leaf: super(ReplicaStrategy, self).gather(leaf, axis), value)
+
+    @property
+    def parameter_device(self) -> str:
+        return self.extended.parameter_devices[0]
+
+    @property
+    def merge_device(self) -> str:
+        return self.extended.merge_device
+
+    def __repr__(self) -> str:
+        return (
+            f"ReplicaStrategy(devices={list(self.extended.worker_devices)}, "
+            f"parameter_device={self.parameter_device!r}, merge_device={self.merge_device!r})"
+        )

@@ -1,0 +1,407 @@
+"""Tests for ReplicaStrategy's tf.distribute contract, with TF's own strategies as oracles."""
+
+import os
+import tempfile
+
+import virtual_devices  # noqa: F401  (must come first: logical CPUs)
+
+import numpy as np
+import tensorflow as tf
+from absl.testing import parameterized
+
+import replica_strategy
+from replica_strategy._variables import ParameterVariable
+
+_REPLICA_COUNTS = (("one_replica", 1), ("two_replicas", 2), ("three_replicas", 3), ("four_replicas", 4))
+
+
+def _replica_strategy(num_replicas):
+    return replica_strategy.ReplicaStrategy(virtual_devices.cpus(num_replicas))
+
+
+def _mirrored_strategy(num_replicas):
+    return tf.distribute.MirroredStrategy(virtual_devices.cpus(num_replicas))
+
+
+def _local(strategy, value):
+    return [t.numpy() for t in strategy.experimental_local_results(value)]
+
+
+class ConstructionTest(tf.test.TestCase):
+    def test_repr_names_the_devices(self):
+        strategy = replica_strategy.ReplicaStrategy(["/cpu:1", "/cpu:2"], parameter_device="/cpu:0")
+        self.assertEqual(
+            repr(strategy),
+            "ReplicaStrategy(devices=['/job:localhost/replica:0/task:0/device:CPU:1', "
+            "'/job:localhost/replica:0/task:0/device:CPU:2'], "
+            "parameter_device='/device:CPU:0', merge_device='/device:CPU:0')",
+        )
+        self.assertEqual(strategy.num_replicas_in_sync, 2)
+
+    def test_default_devices_without_gpu_is_one_cpu_replica(self):
+        strategy = replica_strategy.ReplicaStrategy()
+        self.assertEqual(strategy.num_replicas_in_sync, 1)
+
+    def test_merge_device_defaults_to_parameter_device(self):
+        strategy = replica_strategy.ReplicaStrategy(virtual_devices.cpus(2), parameter_device="/cpu:3")
+        self.assertEqual(strategy.merge_device, "/device:CPU:3")
+        self.assertEqual(strategy.extended.parameter_devices, ("/device:CPU:3",))
+
+    def test_bad_devices_raise_value_error(self):
+        with self.assertRaisesRegex(ValueError, "Received: devices=\\[\\]"):
+            replica_strategy.ReplicaStrategy([])
+        with self.assertRaisesRegex(ValueError, "merge_device='/cpu:7'"):
+            replica_strategy.ReplicaStrategy(virtual_devices.cpus(2), merge_device="/cpu:7")
+
+    def test_mixing_strategy_scopes_raises_runtime_error(self):
+        ours, theirs = _replica_strategy(2), _mirrored_strategy(2)
+        with ours.scope():
+            with self.assertRaisesRegex(RuntimeError, "Mixing different tf.distribute.Strategy"):
+                with theirs.scope():
+                    pass
+
+
+class VariablePlacementTest(tf.test.TestCase, parameterized.TestCase):
+    @parameterized.named_parameters(*_REPLICA_COUNTS)
+    def test_one_copy_of_each_weight_and_slot_on_the_parameter_device(self, num_replicas):
+        strategy = replica_strategy.ReplicaStrategy(
+            virtual_devices.cpus(num_replicas), parameter_device="/cpu:3"
+        )
+        with strategy.scope():
+            model = tf.keras.Sequential([tf.keras.Input((3,)), tf.keras.layers.Dense(2)])
+            optimizer = tf.keras.optimizers.Adam()
+            optimizer.build(model.trainable_variables)
+        variables = [v.value for v in model.weights] + [v.value for v in optimizer.variables]
+        for variable in variables:
+            # A variable with copies would expose them through `.values`; ours is one variable.
+            self.assertFalse(hasattr(variable, "values"), variable.name)
+            self.assertEqual(tf.DeviceSpec.from_string(variable.device).device_index, 3)
+            if num_replicas > 1:
+                self.assertIsInstance(variable, ParameterVariable)
+        self.assertTrue(strategy.extended.variable_created_in_scope(model.weights[0].value))
+
+    @parameterized.named_parameters(*_REPLICA_COUNTS[1:])
+    def test_on_read_variables_have_one_copy_per_replica(self, num_replicas):
+        strategy = _replica_strategy(num_replicas)
+        with strategy.scope():
+            total = tf.Variable(
+                0.0,
+                synchronization=tf.VariableSynchronization.ON_READ,
+                aggregation=tf.VariableAggregation.SUM,
+            )
+        copies = strategy.experimental_local_results(total)
+        self.assertLen(copies, num_replicas)
+        self.assertEqual(
+            [tf.DeviceSpec.from_string(copy.device).device_index for copy in copies],
+            list(range(num_replicas)),
+        )
+
+
+class RunTest(tf.test.TestCase, parameterized.TestCase):
+    @parameterized.named_parameters(*_REPLICA_COUNTS)
+    def test_each_replica_runs_on_its_own_device(self, num_replicas):
+        strategy = _replica_strategy(num_replicas)
+
+        def replica_fn():
+            replica_id = tf.distribute.get_replica_context().replica_id_in_sync_group
+            return tf.matmul(tf.fill([1, 1], tf.cast(replica_id, tf.float32)), tf.ones([1, 1]))
+
+        results = strategy.experimental_local_results(strategy.run(replica_fn))
+        self.assertEqual([int(r[0, 0]) for r in results], list(range(num_replicas)))
+        self.assertEqual(
+            [tf.DeviceSpec.from_string(r.device).device_index for r in results],
+            list(range(num_replicas)),
+        )
+
+    @parameterized.named_parameters(*_REPLICA_COUNTS)
+    def test_traced_replica_ops_are_placed_on_their_devices(self, num_replicas):
+        strategy = _replica_strategy(num_replicas)
+        graph = tf.function(lambda: strategy.run(lambda: tf.matmul(tf.ones([2, 2]), tf.ones([2, 2]))))
+        matmuls = [
+            op for op in graph.get_concrete_function().graph.get_operations() if op.type == "MatMul"
+        ]
+        self.assertEqual(
+            sorted(tf.DeviceSpec.from_string(op.device).device_index for op in matmuls),
+            list(range(num_replicas)),
+        )
+
+    @parameterized.named_parameters(
+        ("eager", False, 3), ("function", True, 3), ("function_four", True, 4)
+    )
+    def test_replica_context_collectives(self, use_function, num_replicas):
+        def replica_fn():
+            context = tf.distribute.get_replica_context()
+            replica_id = tf.cast(context.replica_id_in_sync_group, tf.float32)
+            return {
+                "sum": context.all_reduce("SUM", replica_id + 1.0),
+                "mean": context.all_reduce("MEAN", tf.stack([replica_id, 2 * replica_id])),
+                "gathered": context.all_gather(tf.fill([2], replica_id), axis=0),
+                "merged": context.merge_call(
+                    lambda strategy, value: strategy.reduce("SUM", value, None), args=(replica_id,)
+                ),
+            }
+
+        ids = np.arange(num_replicas, dtype=np.float32)
+        expected = {
+            "sum": ids.sum() + num_replicas,
+            "mean": [ids.mean(), 2 * ids.mean()],
+            "gathered": np.repeat(ids, 2),
+            "merged": ids.sum(),
+        }
+        strategy = _replica_strategy(num_replicas)
+        results = strategy.run(tf.function(replica_fn) if use_function else replica_fn)
+        for key, value in results.items():
+            for replica_value in _local(strategy, value):
+                self.assertAllClose(replica_value, expected[key], msg=key)
+        if not use_function:  # MirroredStrategy, the oracle, agrees (eagerly).
+            mirrored = _mirrored_strategy(num_replicas)
+            for key, value in mirrored.run(replica_fn).items():
+                self.assertAllClose(_local(mirrored, value)[0], expected[key], msg=key)
+
+    @parameterized.named_parameters(("eager", False), ("function", True))
+    def test_all_gather_of_uneven_rows_is_complete_and_ordered(self, use_function):
+        def replica_fn():
+            replica_id = tf.distribute.get_replica_context().replica_id_in_sync_group
+            rows = tf.fill([replica_id + 1], tf.cast(replica_id, tf.float32))
+            return tf.distribute.get_replica_context().all_gather(rows, axis=0)
+
+        strategy = _replica_strategy(3)
+        fn = tf.function(replica_fn) if use_function else replica_fn
+        for gathered in _local(strategy, strategy.run(fn)):
+            self.assertAllEqual(gathered, [0.0, 1.0, 1.0, 2.0, 2.0, 2.0])
+
+
+class DatasetTest(tf.test.TestCase, parameterized.TestCase):
+    @parameterized.named_parameters(*_REPLICA_COUNTS)
+    def test_distributed_dataset_matches_mirrored_row_for_row(self, num_replicas):
+        # 13 rows in batches of 5: uneven splits and a last partial batch of 3.
+        dataset = tf.data.Dataset.range(13).batch(5)
+        ours, theirs = _replica_strategy(num_replicas), _mirrored_strategy(num_replicas)
+        actual = [_local(ours, x) for x in ours.experimental_distribute_dataset(dataset)]
+        expected = [_local(theirs, x) for x in theirs.experimental_distribute_dataset(dataset)]
+        self.assertEqual(
+            [[r.tolist() for r in step] for step in actual],
+            [[r.tolist() for r in step] for step in expected],
+        )
+        seen = np.concatenate([np.concatenate(step) for step in actual])
+        self.assertAllEqual(seen, np.arange(13))  # Every sample once, in order.
+
+    @parameterized.named_parameters(*_REPLICA_COUNTS)
+    def test_datasets_from_function_keep_the_last_partial_step(self, num_replicas):
+        strategy = _replica_strategy(num_replicas)
+
+        def dataset_fn(input_context):
+            self.assertEqual(input_context.num_replicas_in_sync, num_replicas)
+            return tf.data.Dataset.range(7).batch(2)
+
+        per_replica_batches = [
+            batch
+            for element in strategy.distribute_datasets_from_function(dataset_fn)
+            for batch in _local(strategy, element)
+        ]
+        seen = np.concatenate(per_replica_batches)
+        self.assertCountEqual(seen.tolist(), list(range(7)))
+
+    def test_input_options_fetch_to_host(self):
+        strategy = _replica_strategy(2)
+        options = tf.distribute.InputOptions(experimental_fetch_to_device=False)
+        dataset = tf.data.Dataset.range(4).batch(4)
+        element = next(iter(strategy.experimental_distribute_dataset(dataset, options)))
+        for part in strategy.experimental_local_results(element):
+            self.assertEqual(tf.DeviceSpec.from_string(part.device).device_index, 0)
+
+    def test_per_replica_input_replication(self):
+        strategy = _replica_strategy(2)
+        options = tf.distribute.InputOptions(
+            experimental_replication_mode=tf.distribute.InputReplicationMode.PER_REPLICA
+        )
+
+        def dataset_fn(input_context):
+            start = input_context.input_pipeline_id * 10
+            return tf.data.Dataset.range(start, start + 2).batch(2)
+
+        element = next(iter(strategy.distribute_datasets_from_function(dataset_fn, options)))
+        self.assertEqual([r.tolist() for r in _local(strategy, element)], [[0, 1], [10, 11]])
+
+    def test_values_from_function(self):
+        strategy = _replica_strategy(3)
+        value = strategy.experimental_distribute_values_from_function(
+            lambda context: tf.constant(context.replica_id_in_sync_group * 10)
+        )
+        self.assertEqual([int(v) for v in _local(strategy, value)], [0, 10, 20])
+
+
+class ReduceAndGatherTest(tf.test.TestCase, parameterized.TestCase):
+    def _per_replica_rows(self, strategy, batch_size):
+        dataset = tf.data.Dataset.range(batch_size).map(lambda i: tf.cast(i, tf.float32)).batch(batch_size)
+        return next(iter(strategy.experimental_distribute_dataset(dataset)))
+
+    @parameterized.named_parameters(*_REPLICA_COUNTS)
+    def test_axis_zero_reductions_and_gather_are_exact_on_uneven_splits(self, num_replicas):
+        strategy = _replica_strategy(num_replicas)
+        rows = self._per_replica_rows(strategy, 10)  # 10 on 3 or 4 replicas is uneven.
+        self.assertAllClose(strategy.reduce("SUM", rows, axis=0), 45.0)
+        self.assertAllClose(strategy.reduce("MEAN", rows, axis=0), 4.5)
+        gathered = strategy.gather(rows, axis=0)
+        self.assertAllEqual(gathered, np.arange(10))
+        self.assertEqual(tf.DeviceSpec.from_string(gathered.device).device_index, 0)
+
+    @parameterized.named_parameters(*_REPLICA_COUNTS)
+    def test_nested_structures_are_reduced_leaf_by_leaf(self, num_replicas):
+        ours, theirs = _replica_strategy(num_replicas), _mirrored_strategy(num_replicas)
+
+        def replica_fn():
+            replica_id = tf.cast(tf.distribute.get_replica_context().replica_id_in_sync_group, tf.float32)
+            return {"a": replica_id, "b": (replica_id * 2.0, tf.fill([2], replica_id))}
+
+        for reduce_op in ("SUM", "MEAN"):
+            expected = tf.nest.map_structure(
+                lambda v, op=reduce_op: theirs.reduce(op, v, axis=None), theirs.run(replica_fn)
+            )
+            actual = ours.reduce(reduce_op, ours.run(replica_fn), axis=None)
+            tf.nest.map_structure(self.assertAllClose, actual, expected)
+        gathered = ours.gather(ours.run(replica_fn)["b"][1], axis=0)
+        self.assertAllClose(gathered, np.repeat(np.arange(num_replicas, dtype=np.float32), 2))
+        if num_replicas > 1:
+            with self.assertRaisesRegex(ValueError, "Cannot merge per-replica scalars"):
+                ours.gather(ours.run(replica_fn)["a"], axis=0)
+
+    def test_reduce_across_replicas_of_an_uneven_batch_does_not_crash(self):
+        # Keras reduces the first batch with MEAN, axis=None, only to learn its shapes.
+        strategy = _replica_strategy(3)
+        rows = self._per_replica_rows(strategy, 5)  # 2, 2, 1 rows.
+        with self.assertLogs(level="WARNING") as logs:
+            reduced = strategy.reduce("MEAN", rows, axis=None)
+        self.assertEqual(reduced.shape, [1])
+        self.assertIn("different batch sizes [2, 2, 1]", "\n".join(logs.output))
+
+    def test_reduce_outside_cross_replica_context_raises(self):
+        strategy = _replica_strategy(2)
+
+        def replica_fn():
+            return strategy.reduce("SUM", 1.0, axis=None)
+
+        with self.assertRaisesRegex(RuntimeError, "cross-replica context"):
+            strategy.run(replica_fn)
+
+
+def _build_model(seed=3):
+    tf.keras.utils.set_random_seed(seed)
+    return tf.keras.Sequential(
+        [tf.keras.Input((5,)), tf.keras.layers.Dense(7, activation="tanh"), tf.keras.layers.Dense(2)]
+    )
+
+
+def _train_custom_loop(strategy, x, y, global_batch_size, steps=5):
+    """Trains with `tf.nn.compute_average_loss` over the global batch, the tf.distribute idiom."""
+    with strategy.scope():
+        model = _build_model()
+        optimizer = tf.keras.optimizers.SGD(0.1, momentum=0.9)
+        optimizer.build(model.trainable_variables)
+    dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(global_batch_size).take(steps)
+
+    @tf.function
+    def step(inputs):
+        def replica_step(features, labels):
+            with tf.GradientTape() as tape:
+                per_example = tf.reduce_sum(tf.square(model(features) - labels), axis=1)
+                loss = tf.nn.compute_average_loss(per_example, global_batch_size=global_batch_size)
+            grads = tape.gradient(loss, model.trainable_variables)
+            optimizer.apply_gradients(zip(grads, model.trainable_variables))
+            return loss
+
+        return strategy.reduce("SUM", strategy.run(replica_step, args=inputs), axis=None)
+
+    losses = [float(step(inputs)) for inputs in strategy.experimental_distribute_dataset(dataset)]
+    return [w.numpy() for w in model.weights], losses
+
+
+class CustomTrainingLoopTest(tf.test.TestCase, parameterized.TestCase):
+    @parameterized.named_parameters(
+        ("even_two", 2, 8),
+        ("even_four", 4, 8),
+        ("uneven_three", 3, 10),
+        ("uneven_four", 4, 10),
+        ("fewer_rows_than_replicas", 4, 2),
+    )
+    def test_weights_after_five_steps_equal_one_device(self, num_replicas, global_batch_size):
+        rng = np.random.default_rng(0)
+        x = rng.normal(size=(5 * global_batch_size, 5)).astype(np.float32)
+        y = rng.normal(size=(5 * global_batch_size, 2)).astype(np.float32)
+        expected_weights, expected_losses = _train_custom_loop(
+            tf.distribute.get_strategy(), x, y, global_batch_size
+        )
+        weights, losses = _train_custom_loop(_replica_strategy(num_replicas), x, y, global_batch_size)
+        self.assertAllClose(losses, expected_losses, atol=1e-5)
+        for actual, expected in zip(weights, expected_weights):
+            self.assertAllClose(actual, expected, atol=1e-5)
+
+    def test_weights_equal_mirrored_strategy(self):
+        rng = np.random.default_rng(1)
+        x, y = rng.normal(size=(40, 5)).astype(np.float32), rng.normal(size=(40, 2)).astype(np.float32)
+        expected, _ = _train_custom_loop(_mirrored_strategy(4), x, y, 8)
+        actual, _ = _train_custom_loop(_replica_strategy(4), x, y, 8)
+        for a, e in zip(actual, expected):
+            self.assertAllClose(a, e, atol=1e-5)
+
+
+class CheckpointTest(tf.test.TestCase, parameterized.TestCase):
+    def _model_and_optimizer(self, strategy, seed):
+        with strategy.scope():
+            model = _build_model(seed)
+            optimizer = tf.keras.optimizers.Adam(0.01)
+            optimizer.build(model.trainable_variables)
+            step = tf.Variable(seed, dtype=tf.int64)
+        return model, optimizer, step
+
+    def _values(self, model, optimizer, step):
+        return [v.numpy() for v in model.weights + optimizer.variables] + [step.numpy()]
+
+    @parameterized.named_parameters(
+        ("replica_to_default", "replica", "default"),
+        ("default_to_replica", "default", "replica"),
+        ("replica_to_mirrored", "replica", "mirrored"),
+        ("mirrored_to_replica", "mirrored", "replica"),
+    )
+    def test_checkpoints_interchange(self, writer, reader):
+        strategies = {
+            "replica": lambda: _replica_strategy(3),
+            "mirrored": lambda: _mirrored_strategy(3),
+            "default": tf.distribute.get_strategy,
+        }
+        written = self._model_and_optimizer(strategies[writer](), seed=1)
+        prefix = os.path.join(tempfile.mkdtemp(dir=self.get_temp_dir()), "ckpt")
+        path = tf.train.Checkpoint(model=written[0], optimizer=written[1], step=written[2]).write(prefix)
+        restored = self._model_and_optimizer(strategies[reader](), seed=2)
+        tf.train.Checkpoint(model=restored[0], optimizer=restored[1], step=restored[2]).read(
+            path
+        ).assert_consumed()
+        for actual, expected in zip(self._values(*restored), self._values(*written)):
+            self.assertAllEqual(actual, expected)
+
+    @parameterized.named_parameters(("inside_scope", True), ("outside_scope", False))
+    def test_saved_model_round_trip(self, save_in_scope):
+        strategy = _replica_strategy(2)
+        with strategy.scope():
+            module = tf.Module()
+            module.weight = tf.Variable([[1.0], [2.0]])
+            module.call = tf.function(
+                lambda x: tf.matmul(x, module.weight),
+                input_signature=[tf.TensorSpec([None, 2], tf.float32)],
+            )
+        path = os.path.join(self.get_temp_dir(), f"saved_{save_in_scope}")
+        if save_in_scope:
+            with strategy.scope():
+                tf.saved_model.save(module, path)
+        else:
+            tf.saved_model.save(module, path)
+        x = tf.constant([[1.0, 1.0]])
+        loaded_without_strategy = tf.saved_model.load(path)
+        self.assertAllClose(loaded_without_strategy.call(x), [[3.0]])
+        with strategy.scope():
+            loaded_in_scope = tf.saved_model.load(path)
+        self.assertAllClose(loaded_in_scope.call(x), [[3.0]])
+
+
+if __name__ == "__main__":
+    tf.test.main()
