@@ -25,12 +25,13 @@ from tensorflow.python.distribute import (
     distribute_utils,
     input_lib,
     input_util,
+    mirrored_run,
     numpy_dataset,
     parameter_server_strategy,
     values,
 )
-from tensorflow.python.framework import ops
-from tensorflow.python.ops import array_ops, variable_scope
+from tensorflow.python.framework import indexed_slices, ops, tensor_util
+from tensorflow.python.ops import array_ops, cond, math_ops, variable_scope
 from tensorflow.python.util import nest
 
 from replica_strategy import _variables, batching
@@ -59,6 +60,18 @@ class ReplicaExtended(parameter_server_strategy.ParameterServerStrategyExtended)
         )
         # Keeps the last partial batch of a dataset instead of dropping it.
         self.experimental_enable_get_next_as_optional = True
+        # Rows each replica holds in the `run` under way (None: unknown, or none are empty).
+        self._rows_per_replica = None
+
+    # -- replicas ------------------------------------------------------------------------------
+
+    def _call_for_each_replica(self, fn, args, kwargs):
+        outer_rows = self._rows_per_replica
+        self._rows_per_replica = _rows_per_replica((args, kwargs), self._num_replicas_in_sync)
+        try:
+            return mirrored_run.call_for_each_replica(self._container_strategy(), fn, args, kwargs)
+        finally:
+            self._rows_per_replica = outer_rows
 
     # -- variables -----------------------------------------------------------------------------
 
@@ -124,6 +137,8 @@ class ReplicaExtended(parameter_server_strategy.ParameterServerStrategyExtended)
     # -- reductions ----------------------------------------------------------------------------
 
     def _reduce_to(self, reduce_op, value, destinations, options):
+        value = self._without_empty_replicas(value)
+
         def reduce_one(leaf):
             if not isinstance(leaf, values.DistributedValues):
                 return cross_device_ops_lib.reduce_non_distributed_value(
@@ -138,10 +153,50 @@ class ReplicaExtended(parameter_server_strategy.ParameterServerStrategyExtended)
         return nest.map_structure(reduce_one, value)
 
     def _batch_reduce_to(self, reduce_op, value_destination_pairs, options):
+        reduced_values = self._without_empty_replicas(
+            [value for value, _ in value_destination_pairs]
+        )
+        value_destination_pairs = [
+            (value, destinations)
+            for value, (_, destinations) in zip(
+                reduced_values, value_destination_pairs, strict=True
+            )
+        ]
         return [
             self._reduce_to(reduce_op, value, destinations, options)
             for value, destinations in value_destination_pairs
         ]
+
+    def _without_empty_replicas(self, value):
+        """Replaces what replicas with no rows computed by zeros, so they add nothing.
+
+        A replica given zero rows of an uneven batch still runs, and some layers give it NaN
+        gradients (BatchNormalization's mean over no rows); summing those would poison the
+        weights. Applies inside `run` (merge_call, all_reduce), when the step's input showed
+        an empty replica or its row counts are only known at run time.
+        """
+        rows = self._rows_per_replica
+        if rows is None:
+            return value
+        leaves = nest.flatten(value)
+        replica_leaves = [
+            index
+            for index, leaf in enumerate(leaves)
+            if isinstance(leaf, values.PerReplica) and len(leaf.values) == len(rows)
+        ]
+        if not replica_leaves:
+            return value
+        masked = [
+            [leaves[index].values[replica] for index in replica_leaves]
+            for replica in range(len(rows))
+        ]
+        for replica, replica_rows in enumerate(rows):
+            masked[replica] = _zeros_unless(replica_rows, masked[replica])
+        for position, index in enumerate(replica_leaves):
+            leaves[index] = values.PerReplica(
+                tuple(masked[replica][position] for replica in range(len(rows)))
+            )
+        return nest.pack_sequence_as(value, leaves)
 
     def _gather_to_implementation(self, value, destinations, axis, options):
         def gather_one(leaf):
@@ -204,6 +259,55 @@ class ReplicaExtended(parameter_server_strategy.ParameterServerStrategyExtended)
     @property
     def experimental_between_graph(self):
         return False
+
+
+def _rows_per_replica(structure, num_replicas):
+    """Each replica's row count in the first batched per-replica input of `structure`.
+
+    Returns None when no input is batched, or when every replica is known to have rows.
+    """
+    for leaf in nest.flatten(structure):
+        if not isinstance(leaf, values.PerReplica) or len(leaf.values) != num_replicas:
+            continue
+        parts = [part for part in leaf.values if tensor_util.is_tf_type(part)]
+        if len(parts) != num_replicas or any(part.shape.rank in (None, 0) for part in parts):
+            continue
+        static_rows = [part.shape[0] for part in parts]
+        if all(rows is not None for rows in static_rows):
+            return None if min(static_rows) > 0 else static_rows
+        rows = []
+        for part in parts:
+            with ops.device(part.device):
+                rows.append(array_ops.shape(part, out_type="int64")[0])
+        return rows
+    return None
+
+
+def _zeros_unless(rows, tensors):
+    """`tensors` when `rows` > 0, else zeros of the same shapes (rows static or dynamic)."""
+    if isinstance(rows, int):
+        return tensors if rows > 0 else [_zeros_like(tensor) for tensor in tensors]
+    dense = [
+        tensor
+        for tensor in tensors
+        if tensor_util.is_tf_type(tensor) and not isinstance(tensor, indexed_slices.IndexedSlices)
+    ]
+    if len(dense) != len(tensors):
+        return tensors
+    with ops.device(tensors[0].device):
+        return cond.cond(
+            math_ops.greater(rows, 0),
+            lambda: [array_ops.identity(tensor) for tensor in tensors],
+            lambda: [array_ops.zeros_like(tensor) for tensor in tensors],
+        )
+
+
+def _zeros_like(tensor):
+    if isinstance(tensor, indexed_slices.IndexedSlices):
+        return indexed_slices.IndexedSlices(
+            array_ops.zeros_like(tensor.values), tensor.indices, tensor.dense_shape
+        )
+    return array_ops.zeros_like(tensor)
 
 
 def _without_uneven_rows(per_replica, reduce_op):

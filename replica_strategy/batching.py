@@ -75,7 +75,10 @@ def require_batch_axis(pieces: Sequence) -> None:
 
 
 def _common_batch_size(leaves) -> int:
-    sizes = {int(leaf.shape[0]) if leaf.shape.rank else None for leaf in map(tf.convert_to_tensor, leaves)}
+    sizes = {
+        int(leaf.shape[0]) if leaf.shape.rank else None
+        for leaf in map(tf.convert_to_tensor, leaves)
+    }
     if None in sizes or len(sizes) != 1:
         raise ValueError(
             "Every input of a batch needs the same first (batch) dimension to be split. "

@@ -79,11 +79,15 @@ class ReplicaStrategy(distribute_lib.Strategy):
 
         With `axis=0` an uneven split is exact: MEAN divides by the total number of rows.
         """
-        return tf.nest.map_structure(lambda leaf: super(ReplicaStrategy, self).reduce(reduce_op, leaf, axis), value)
+        return tf.nest.map_structure(
+            lambda leaf: super(ReplicaStrategy, self).reduce(reduce_op, leaf, axis), value
+        )
 
     def gather(self, value, axis=0):
         """Concatenates per-replica values along `axis` on the merge device, in replica order."""
-        return tf.nest.map_structure(lambda leaf: super(ReplicaStrategy, self).gather(leaf, axis), value)
+        return tf.nest.map_structure(
+            lambda leaf: super(ReplicaStrategy, self).gather(leaf, axis), value
+        )
 
     @property
     def parameter_device(self) -> str:

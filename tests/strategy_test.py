@@ -405,3 +405,33 @@ class CheckpointTest(tf.test.TestCase, parameterized.TestCase):
 
 if __name__ == "__main__":
     tf.test.main()
+
+
+class EmptyReplicaTest(tf.test.TestCase):
+    def _one_sgd_step(self, strategy, x, y):
+        with strategy.scope():
+            tf.keras.utils.set_random_seed(4)
+            model = tf.keras.Sequential(
+                [
+                    tf.keras.Input((3,)),
+                    tf.keras.layers.Dense(4),
+                    tf.keras.layers.BatchNormalization(),
+                    tf.keras.layers.Dense(1),
+                ]
+            )
+            model.compile(optimizer=tf.keras.optimizers.SGD(0.1), loss="mse")
+            initial = [w.numpy() for w in model.trainable_weights]
+        model.fit(x, y, batch_size=len(x), epochs=1, shuffle=False, verbose=0)
+        return [w.numpy() - w0 for w, w0 in zip(model.trainable_weights, initial, strict=True)]
+
+    def test_a_replica_with_no_rows_contributes_nothing(self):
+        # 4 rows on 3 replicas split 2, 2, 0. The empty replica's BatchNormalization gradients are
+        # NaN (mean over no rows); they must not reach the weights. With tf.distribute's 1/N loss
+        # convention, the update is then exactly 2/3 of the same step on 2 replicas (2, 2).
+        rng = np.random.default_rng(2)
+        x, y = rng.normal(size=(4, 3)).astype(np.float32), rng.normal(size=(4, 1)).astype(np.float32)
+        three = self._one_sgd_step(_replica_strategy(3), x, y)
+        two = self._one_sgd_step(_replica_strategy(2), x, y)
+        for delta_three, delta_two in zip(three, two, strict=True):
+            self.assertTrue(np.all(np.isfinite(delta_three)))
+            self.assertAllClose(delta_three, delta_two * 2 / 3, atol=1e-6)
