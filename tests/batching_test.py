@@ -1,7 +1,5 @@
 """Tests for batching.py: the split rule, by property and against tf.distribute's rebatching."""
 
-import virtual_devices  # noqa: F401  (must come first: logical CPUs)
-
 import hypothesis
 import numpy as np
 import tensorflow as tf
@@ -9,6 +7,8 @@ from absl.testing import parameterized
 from hypothesis import strategies as st
 
 from replica_strategy import batching
+
+import virtual_devices  # noqa: F401  (must come first: logical CPUs)
 
 _SETTINGS = hypothesis.settings(max_examples=150, deadline=None, derandomize=True)
 

@@ -1,11 +1,11 @@
 """Tests for devices.py: the `devices` and `parameter_device` arguments."""
 
-import virtual_devices  # noqa: F401  (must come first: logical CPUs)
-
 import tensorflow as tf
 from absl.testing import parameterized
 
 from replica_strategy import devices
+
+import virtual_devices  # noqa: F401  (must come first: logical CPUs)
 
 
 class ResolveDevicesTest(tf.test.TestCase, parameterized.TestCase):

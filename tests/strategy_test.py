@@ -3,8 +3,6 @@
 import os
 import tempfile
 
-import virtual_devices  # noqa: F401  (must come first: logical CPUs)
-
 import numpy as np
 import tensorflow as tf
 from absl.testing import parameterized
@@ -12,7 +10,14 @@ from absl.testing import parameterized
 import replica_strategy
 from replica_strategy._variables import ParameterVariable
 
-_REPLICA_COUNTS = (("one_replica", 1), ("two_replicas", 2), ("three_replicas", 3), ("four_replicas", 4))
+import virtual_devices  # noqa: F401  (must come first: logical CPUs)
+
+_REPLICA_COUNTS = (
+    ("one_replica", 1),
+    ("two_replicas", 2),
+    ("three_replicas", 3),
+    ("four_replicas", 4),
+)
 
 
 def _replica_strategy(num_replicas):
@@ -20,7 +25,7 @@ def _replica_strategy(num_replicas):
 
 
 def _mirrored_strategy(num_replicas):
-    return tf.distribute.MirroredStrategy(virtual_devices.cpus(num_replicas))
+    return virtual_devices.mirrored_strategy(num_replicas)
 
 
 def _local(strategy, value):
@@ -43,7 +48,9 @@ class ConstructionTest(tf.test.TestCase):
         self.assertEqual(strategy.num_replicas_in_sync, 1)
 
     def test_merge_device_defaults_to_parameter_device(self):
-        strategy = replica_strategy.ReplicaStrategy(virtual_devices.cpus(2), parameter_device="/cpu:3")
+        strategy = replica_strategy.ReplicaStrategy(
+            virtual_devices.cpus(2), parameter_device="/cpu:3"
+        )
         self.assertEqual(strategy.merge_device, "/device:CPU:3")
         self.assertEqual(strategy.extended.parameter_devices, ("/device:CPU:3",))
 
@@ -116,7 +123,9 @@ class RunTest(tf.test.TestCase, parameterized.TestCase):
     @parameterized.named_parameters(*_REPLICA_COUNTS)
     def test_traced_replica_ops_are_placed_on_their_devices(self, num_replicas):
         strategy = _replica_strategy(num_replicas)
-        graph = tf.function(lambda: strategy.run(lambda: tf.matmul(tf.ones([2, 2]), tf.ones([2, 2]))))
+        graph = tf.function(
+            lambda: strategy.run(lambda: tf.matmul(tf.ones([2, 2]), tf.ones([2, 2])))
+        )
         matmuls = [
             op for op in graph.get_concrete_function().graph.get_operations() if op.type == "MatMul"
         ]
@@ -233,7 +242,11 @@ class DatasetTest(tf.test.TestCase, parameterized.TestCase):
 
 class ReduceAndGatherTest(tf.test.TestCase, parameterized.TestCase):
     def _per_replica_rows(self, strategy, batch_size):
-        dataset = tf.data.Dataset.range(batch_size).map(lambda i: tf.cast(i, tf.float32)).batch(batch_size)
+        dataset = (
+            tf.data.Dataset.range(batch_size)
+            .map(lambda i: tf.cast(i, tf.float32))
+            .batch(batch_size)
+        )
         return next(iter(strategy.experimental_distribute_dataset(dataset)))
 
     @parameterized.named_parameters(*_REPLICA_COUNTS)
@@ -251,7 +264,9 @@ class ReduceAndGatherTest(tf.test.TestCase, parameterized.TestCase):
         ours, theirs = _replica_strategy(num_replicas), _mirrored_strategy(num_replicas)
 
         def replica_fn():
-            replica_id = tf.cast(tf.distribute.get_replica_context().replica_id_in_sync_group, tf.float32)
+            replica_id = tf.cast(
+                tf.distribute.get_replica_context().replica_id_in_sync_group, tf.float32
+            )
             return {"a": replica_id, "b": (replica_id * 2.0, tf.fill([2], replica_id))}
 
         for reduce_op in ("SUM", "MEAN"):
@@ -288,7 +303,11 @@ class ReduceAndGatherTest(tf.test.TestCase, parameterized.TestCase):
 def _build_model(seed=3):
     tf.keras.utils.set_random_seed(seed)
     return tf.keras.Sequential(
-        [tf.keras.Input((5,)), tf.keras.layers.Dense(7, activation="tanh"), tf.keras.layers.Dense(2)]
+        [
+            tf.keras.Input((5,)),
+            tf.keras.layers.Dense(7, activation="tanh"),
+            tf.keras.layers.Dense(2),
+        ]
     )
 
 
@@ -331,14 +350,19 @@ class CustomTrainingLoopTest(tf.test.TestCase, parameterized.TestCase):
         expected_weights, expected_losses = _train_custom_loop(
             tf.distribute.get_strategy(), x, y, global_batch_size
         )
-        weights, losses = _train_custom_loop(_replica_strategy(num_replicas), x, y, global_batch_size)
+        weights, losses = _train_custom_loop(
+            _replica_strategy(num_replicas), x, y, global_batch_size
+        )
         self.assertAllClose(losses, expected_losses, atol=1e-5)
         for actual, expected in zip(weights, expected_weights):
             self.assertAllClose(actual, expected, atol=1e-5)
 
     def test_weights_equal_mirrored_strategy(self):
         rng = np.random.default_rng(1)
-        x, y = rng.normal(size=(40, 5)).astype(np.float32), rng.normal(size=(40, 2)).astype(np.float32)
+        x, y = (
+            rng.normal(size=(40, 5)).astype(np.float32),
+            rng.normal(size=(40, 2)).astype(np.float32),
+        )
         expected, _ = _train_custom_loop(_mirrored_strategy(4), x, y, 8)
         actual, _ = _train_custom_loop(_replica_strategy(4), x, y, 8)
         for a, e in zip(actual, expected):
@@ -371,7 +395,9 @@ class CheckpointTest(tf.test.TestCase, parameterized.TestCase):
         }
         written = self._model_and_optimizer(strategies[writer](), seed=1)
         prefix = os.path.join(tempfile.mkdtemp(dir=self.get_temp_dir()), "ckpt")
-        path = tf.train.Checkpoint(model=written[0], optimizer=written[1], step=written[2]).write(prefix)
+        path = tf.train.Checkpoint(model=written[0], optimizer=written[1], step=written[2]).write(
+            prefix
+        )
         restored = self._model_and_optimizer(strategies[reader](), seed=2)
         tf.train.Checkpoint(model=restored[0], optimizer=restored[1], step=restored[2]).read(
             path
@@ -429,7 +455,10 @@ class EmptyReplicaTest(tf.test.TestCase):
         # NaN (mean over no rows); they must not reach the weights. With tf.distribute's 1/N loss
         # convention, the update is then exactly 2/3 of the same step on 2 replicas (2, 2).
         rng = np.random.default_rng(2)
-        x, y = rng.normal(size=(4, 3)).astype(np.float32), rng.normal(size=(4, 1)).astype(np.float32)
+        x, y = (
+            rng.normal(size=(4, 3)).astype(np.float32),
+            rng.normal(size=(4, 1)).astype(np.float32),
+        )
         three = self._one_sgd_step(_replica_strategy(3), x, y)
         two = self._one_sgd_step(_replica_strategy(2), x, y)
         for delta_three, delta_two in zip(three, two, strict=True):

@@ -36,4 +36,16 @@ def cpus(count: int) -> list[str]:
     return [f"/cpu:{index}" for index in range(count)]
 
 
+def mirrored_strategy(count: int) -> tf.distribute.MirroredStrategy:
+    """MirroredStrategy on the first `count` logical CPUs, the oracle for multi-replica results.
+
+    It reduces through one device rather than collectives: collective group keys are
+    per-process, and MirroredStrategies of different sizes in one test process collide on them
+    ("joining a group with size 4, but that group has size 3").
+    """
+    return tf.distribute.MirroredStrategy(
+        cpus(count), cross_device_ops=tf.distribute.ReductionToOneDevice()
+    )
+
+
 configure()
