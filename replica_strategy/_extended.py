@@ -124,7 +124,7 @@ class ReplicaExtended(parameter_server_strategy.ParameterServerStrategyExtended)
         return distribute_utils.update_regroup(self, updates, group)
 
     def read_var(self, var):
-        if distribute_utils.is_sync_on_read(var):
+        if isinstance(var, values.SyncOnReadVariable):
             return var._get_cross_replica()  # pylint: disable=protected-access
         return array_ops.identity(var)
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from tensorflow.python.distribute import distribute_lib, distribute_utils, ps_values, values_util
 from tensorflow.python.eager import context
-from tensorflow.python.framework import ops
+from tensorflow.python.framework import ops, tensor_util
 from tensorflow.python.ops import array_ops, variable_scope
 
 _NONE = variable_scope.VariableAggregation.NONE
@@ -29,10 +29,15 @@ class ParameterVariable(ps_values.AggregatingVariable):
     """
 
     def _assign_func(self, *args, **kwargs):
-        if self._aggregation != _NONE or distribute_lib.in_cross_replica_context():
+        if (
+            self._aggregation not in (_NONE, _ONLY_FIRST_REPLICA)
+            or distribute_lib.in_cross_replica_context()
+        ):
             return super()._assign_func(*args, **kwargs)
         with distribute_lib.enter_or_assert_strategy(self._distribute_strategy):
             update = kwargs.pop("f")
+            if getattr(ops.get_default_graph(), "is_control_flow_graph", False):
+                return self._write_from_first_replica(update, *args, **kwargs)
 
             def merge_fn(strategy, value, use_locking=False, name=None, read_value=True):
                 value = values_util.apply_aggregation(strategy, value, _ONLY_FIRST_REPLICA, self)
@@ -45,6 +50,20 @@ class ParameterVariable(ps_values.AggregatingVariable):
 
             replica_context = distribute_lib.get_replica_context()
             return replica_context.merge_call(merge_fn, args=args, kwargs=kwargs)
+
+    def _write_from_first_replica(self, update, *args, **kwargs):
+        """Writes without `merge_call`, which TF forbids inside `tf.cond` and loop branches.
+
+        Keras 3's LossScaleOptimizer updates its counters there. Replica 0 writes; the others
+        only read. Outside control flow, `merge_call` is used instead: it orders every replica's
+        reads before the one write.
+        """
+        replica_context = distribute_lib.get_replica_context()
+        replica_id = tensor_util.constant_value(replica_context.replica_id_in_sync_group)
+        if replica_id == 0:
+            with ops.device(self._v.device):
+                return update(self._v, *args, **kwargs)
+        return self._v.read_value() if kwargs.get("read_value", True) else None
 
     def _copy_trackable_to_cpu(self, object_map):
         self._v._copy_trackable_to_cpu(object_map)
