@@ -1,0 +1,156 @@
+"""Tests of the example trainers: flags, strategies, accuracy on held-out digits."""
+
+import os
+
+import virtual_devices  # noqa: F401  (must come first: logical CPUs)
+
+# isort: split
+import keras
+import numpy as np
+import tensorflow as tf
+from absl import app
+from absl.testing import flagsaver, parameterized
+
+from examples import common, legacy_multi_gpu_model, train_custom_loop, train_keras
+
+_TINY = {"num_samples": 32, "hidden_units": 4, "batch_size": 8, "epochs": 1, "verbose": 0}
+
+
+class FlagsTest(parameterized.TestCase):
+    @parameterized.named_parameters(
+        ("batch_size", {"batch_size": 0}, "--batch_size"),
+        ("epochs", {"epochs": -1}, "--epochs"),
+        ("learning_rate", {"learning_rate": 0.0}, "--learning_rate"),
+        ("strategy", {"strategy": "tpu"}, "--strategy"),
+        ("dataset", {"dataset": "mnist"}, "--dataset"),
+        ("devices_empty_entry", {"devices": "/cpu:0,,/cpu:1"}, "--devices"),
+        ("devices_zero", {"devices": "0"}, "--devices"),
+        ("devices_mixed", {"devices": "0,/cpu:1"}, "--devices"),
+        ("devices_more_than_exist", {"devices": "8"}, "--devices"),
+    )
+    def test_bad_flag_value_raises_usage_error_naming_the_flag(self, values, flag_name):
+        for main in (train_keras.main, train_custom_loop.main):
+            with flagsaver.flagsaver(**values):
+                with self.assertRaisesRegex(app.UsageError, flag_name):
+                    main([])
+
+    @parameterized.named_parameters(
+        ("unset", None, None),
+        ("count", "3", 3),
+        ("gpu_ids", "0,1", ["/gpu:0", "/gpu:1"]),
+        ("names", "/cpu:0, /cpu:1", ["/cpu:0", "/cpu:1"]),
+    )
+    def test_parse_devices(self, value, expected):
+        self.assertEqual(common.parse_devices(value), expected)
+
+    def test_configure_devices_uses_existing_logical_cpus_once_initialized(self):
+        # The runtime is initialized (4 logical CPUs): no reconfiguration, no error.
+        self.assertEqual(common.configure_devices(2), ["/cpu:0", "/cpu:1"])
+
+
+class TrainKerasTest(tf.test.TestCase, parameterized.TestCase):
+    def test_digits_reach_95_percent_held_out_accuracy(self):
+        result = train_keras.train(
+            devices=virtual_devices.cpus(2), model_dir=self.create_tempdir().full_path, verbose=0
+        )
+        self.assertGreaterEqual(result.test_accuracy, 0.95)
+
+    @parameterized.named_parameters(
+        ("replica", "replica"),
+        ("mirrored", "mirrored"),
+        ("central_storage", "central_storage"),
+        ("one_device", "one_device"),
+        ("default", "default"),
+    )
+    def test_strategy_trains_and_writes_outputs(self, strategy):
+        model_dir = self.create_tempdir().full_path
+        result = train_keras.train(
+            strategy=strategy, devices=virtual_devices.cpus(2), model_dir=model_dir, **_TINY
+        )
+        self.assertLen(result.history["loss"], 1)
+        for name in ("model.keras", "summary.json", "checkpoints", "logs"):
+            self.assertTrue(os.path.exists(os.path.join(model_dir, name)), name)
+
+    def test_synthetic_dataset_trains(self):
+        result = train_keras.train(
+            dataset="synthetic",
+            image_size=4,
+            devices=virtual_devices.cpus(2),
+            model_dir=self.create_tempdir().full_path,
+            **_TINY,
+        )
+        self.assertEqual(result.weights[0].shape, (4 * 4 * 3, 4))
+
+    def test_main_turns_flags_into_a_run(self):
+        model_dir = self.create_tempdir().full_path
+        flags = dict(_TINY, devices="2", model_dir=model_dir)
+        del flags["verbose"]
+        with flagsaver.flagsaver(**flags):
+            train_keras.main([])
+        self.assertTrue(os.path.exists(os.path.join(model_dir, "model.keras")))
+
+
+class TrainCustomLoopTest(tf.test.TestCase):
+    def test_uneven_replicas_give_the_weights_of_no_strategy(self):
+        # 50 rows in batches of 10 on 3 replicas split 4, 3, 3: dividing each replica's summed
+        # loss by the global row count makes the summed gradients the global mean exactly.
+        settings = dict(num_samples=50, hidden_units=6, batch_size=10, epochs=2, verbose=0)
+        replicated = train_custom_loop.train(
+            strategy="replica",
+            devices=virtual_devices.cpus(3),
+            model_dir=self.create_tempdir().full_path,
+            **settings,
+        )
+        single = train_custom_loop.train(
+            strategy="default", model_dir=self.create_tempdir().full_path, **settings
+        )
+        for replicated_weight, single_weight in zip(
+            replicated.weights, single.weights, strict=True
+        ):
+            self.assertAllClose(replicated_weight, single_weight, atol=1e-5, rtol=1e-5)
+        self.assertLen(replicated.history["val_accuracy"], 2)
+
+    def test_learns_digits(self):
+        result = train_custom_loop.train(
+            devices=virtual_devices.cpus(2),
+            model_dir=self.create_tempdir().full_path,
+            epochs=5,
+            verbose=0,
+        )
+        self.assertGreaterEqual(result.test_accuracy, 0.9)
+        self.assertTrue(np.isfinite(result.history["loss"]).all())
+
+
+class LegacyMultiGpuModelTest(tf.test.TestCase):
+    def setUp(self):
+        super().setUp()
+        try:
+            from replica_strategy.keras_compat import multi_gpu_model  # noqa: F401
+        except ImportError as error:
+            self.skipTest(f"replica_strategy.keras_compat.multi_gpu_model missing: {error}")
+
+    def test_template_saved_after_training_holds_the_trained_weights(self):
+        model_dir = self.create_tempdir().full_path
+        result = legacy_multi_gpu_model.train(
+            devices=virtual_devices.cpus(2),
+            num_samples=24,
+            image_size=6,
+            hidden_units=4,
+            batch_size=8,
+            epochs=2,
+            model_dir=model_dir,
+            verbose=0,
+        )
+        self.assertLen(result.history["loss"], 2)
+        saved = keras.models.load_model(result.model_path).get_weights()
+        for saved_weight, template_weight in zip(saved, result.weights, strict=True):
+            self.assertAllEqual(saved_weight, template_weight)
+
+    def test_strategy_flag_other_than_replica_is_a_usage_error(self):
+        with flagsaver.flagsaver(strategy="mirrored"):
+            with self.assertRaisesRegex(app.UsageError, "--strategy"):
+                legacy_multi_gpu_model.main([])
+
+
+if __name__ == "__main__":
+    tf.test.main()
