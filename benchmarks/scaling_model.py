@@ -1,0 +1,824 @@
+"""Model of data-parallel step time and memory on N GPUs, by where the weights live.
+
+No GPU is available where this project is built, so this predicts rather than measures. It
+combines the figures measured on one H200 (GPU_FACTS.md, copied into `MODELS` and `Hardware`
+below) with a few public hardware figures, each named beside its value, for four placements of the
+weights:
+
+* CPU-hosted, `ReplicaStrategy()`: every step each GPU reads the float32 weights over PCIe and
+  sends its gradients back; the host sums the N copies and runs the optimizer update. Pinned and
+  pageable host memory are shown as two rows because they bound the PCIe bandwidth.
+* `/gpu:0`-hosted, `ReplicaStrategy(parameter_device="/gpu:0")`: the same flow over NVLink; GPU 0
+  sends N - 1 weight copies, receives N - 1 gradient copies and sums them in HBM.
+* Mirrored, `tf.distribute.MirroredStrategy`: a weight copy per GPU, NCCL ring all-reduce.
+
+benchmarks/SCALING.md explains the model and holds the tables. Run from the repository root:
+
+    python benchmarks/scaling_model.py                                  # print the tables
+    python benchmarks/scaling_model.py --markdown_out=/tmp/scaling.md   # also write them
+    python benchmarks/scaling_model.py --update_document=benchmarks/SCALING.md
+    python benchmarks/scaling_model.py --plot_out=/tmp/scaling.png      # needs matplotlib
+"""
+
+import dataclasses
+import math
+from collections.abc import Sequence
+
+from absl import app, flags
+
+# Units: milliseconds, bytes, and GB/s with 1 GB = 1e9 bytes.
+BYTES_PER_GIGABYTE = 1e9
+FLOAT32_BYTES = 4
+BFLOAT16_BYTES = 2
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+    """A reference model: its size and its measured single-GPU training step.
+
+    Attributes:
+        name: Display name.
+        parameter_count: Trainable parameters.
+        step_milliseconds: Precision -> ((per-GPU batch, milliseconds), ...) of forward + backward
+            + SGD update on one H200 holding its own weights.
+    """
+
+    name: str
+    parameter_count: int
+    step_milliseconds: dict[str, tuple[tuple[int, float], ...]]
+
+
+MODELS = (
+    # GPU_FACTS.md: "ResNet-50 (25.6M params) training step, batch 32 / 128: fp32 / bf16".
+    ModelSpec("ResNet-50", 25_600_000, {"fp32": ((32, 42.4), (128, 145.5)),
+                                        "bf16": ((32, 19.3), (128, 55.3))}),
+    # GPU_FACTS.md: "ViT-B/16 (86.6M params) training step, batch 32 / 128: fp32 / bf16".
+    ModelSpec("ViT-B/16", 86_600_000, {"fp32": ((32, 94.5), (128, 337.5)),
+                                       "bf16": ((32, 23.4), (128, 58.1))}),
+)  # fmt: skip
+PRECISIONS = ("fp32", "bf16")
+
+
+@dataclasses.dataclass(frozen=True)
+class Hardware:
+    """Bandwidths of an 8-GPU H200 HGX server and its host. Each default names its source."""
+
+    # GPU_FACTS.md: host<->device copies of 100 MB and 1 GB from pinned host memory.
+    host_to_device_pinned_gbps: float = 51.0
+    device_to_host_pinned_gbps: float = 51.0
+    # GPU_FACTS.md: pageable copies, 17-19 GB/s to the device and 13-14 GB/s to the host; midpoints.
+    host_to_device_pageable_gbps: float = 18.0
+    device_to_host_pageable_gbps: float = 13.5
+    # GPU_FACTS.md: "often two GPUs behind one PCIe switch sharing an uplink to the CPU".
+    gpus_per_pcie_uplink: int = 2
+    # GPU_FACTS.md: (N, ms) to sum N float32 copies of 25.6M parameters on the host (16 threads).
+    host_sum_parameter_count: int = 25_600_000
+    host_sum_milliseconds: tuple[tuple[int, float], ...] = ((2, 11.9), (4, 15.9), (8, 22.4))
+    # SGD with momentum streams five parameter-sized arrays: reads weights, gradients and momentum,
+    # writes momentum and weights (Adam: seven).
+    optimizer_update_passes: int = 5
+    # NVLink 4: 900 GB/s per GPU counting both directions (NVIDIA H200 datasheet), so 450 GB/s one
+    # way; 380 GB/s one way measured GPU to GPU on HGX H100 with p2pBandwidthLatencyTest
+    # (github.com/NVIDIA/nccl/issues/1264). HGX H200 uses the same NVLink 4 and NVSwitch.
+    nvlink_gbps_per_direction: float = 380.0
+    # HBM3e: 4.8 TB/s (NVIDIA H200 datasheet) at an assumed 80% for a streaming sum, the ratio
+    # GPU_FACTS.md shows for PCIe (51 of 64 GB/s).
+    gpu_memory_gbps: float = 0.8 * 4800.0
+    # NVIDIA H200 datasheet: 141 GB of HBM3e.
+    gpu_memory_gigabytes: float = 141.0
+
+
+OPTIMIZER_SLOTS = {"SGD with momentum": 1, "Adam": 2}  # float32 arrays per parameter
+STEP_PLACEMENTS = ("cpu_pinned", "cpu_pageable", "gpu0", "mirrored")
+MEMORY_PLACEMENTS = ("cpu", "gpu0", "mirrored")  # pinned or pageable holds the same bytes
+PLACEMENT_LABELS = {
+    "cpu_pinned": "CPU-hosted, pinned",
+    "cpu_pageable": "CPU-hosted, pageable",
+    "cpu": "CPU-hosted",
+    "gpu0": "`/gpu:0`-hosted",
+    "mirrored": "Mirrored, all-reduce",
+}
+DEFAULT_PER_REPLICA_BATCHES = (32, 128)  # the measured batches
+DEFAULT_GLOBAL_BATCH = 256  # 8 GPUs still get the measured 32 each
+DEFAULT_REPLICA_COUNTS = (1, 2, 4, 8)
+DOCUMENT_BEGIN_MARKER = (
+    "<!-- BEGIN GENERATED by `python benchmarks/scaling_model.py "
+    "--update_document=benchmarks/SCALING.md`: edit the script, not this block. -->"
+)
+DOCUMENT_END_MARKER = "<!-- END GENERATED -->"
+
+
+def transfer_milliseconds(num_bytes: float, gigabytes_per_second: float) -> float:
+    """Milliseconds to move or stream `num_bytes` at `gigabytes_per_second` (1e9 bytes/s)."""
+    return 1e3 * num_bytes / (gigabytes_per_second * BYTES_PER_GIGABYTE)
+
+
+def piecewise_linear(points: Sequence[tuple[float, float]], x: float) -> float:
+    """Interpolates between (x, y) points and extends the end segments beyond them.
+
+    Args:
+        points: At least two (x, y) pairs with distinct x, in any order.
+        x: Where to evaluate.
+
+    Returns:
+        The interpolated or extrapolated y.
+    """
+    ordered = sorted(points)
+    segment = 0
+    while segment < len(ordered) - 2 and x > ordered[segment + 1][0]:
+        segment += 1
+    (x0, y0), (x1, y1) = ordered[segment], ordered[segment + 1]
+    return y0 + (y1 - y0) * (x - x0) / (x1 - x0)
+
+
+def replica_compute_milliseconds(model: ModelSpec, precision: str, batch: int) -> float:
+    """One GPU's step at `batch` rows: exact at the measured batches, linear in batch elsewhere."""
+    return piecewise_linear(model.step_milliseconds[precision], batch)
+
+
+@dataclasses.dataclass(frozen=True)
+class Scaling:
+    """How the batch grows with the number of GPUs.
+
+    Attributes:
+        kind: "weak" (`batch` rows per GPU) or "strong" (`batch` rows per step, split).
+        batch: The per-GPU batch (weak) or the global batch (strong).
+    """
+
+    kind: str
+    batch: int
+
+    def per_replica_batch(self, replicas: int) -> int:
+        """Rows on the busiest GPU; an uneven split gives it ceil(B / N)."""
+        return self.batch if self.kind == "weak" else math.ceil(self.batch / replicas)
+
+    def global_batch(self, replicas: int) -> int:
+        """Rows per step over all GPUs."""
+        return self.batch * replicas if self.kind == "weak" else self.batch
+
+    @property
+    def title(self) -> str:
+        if self.kind == "weak":
+            return f"{self.batch} per GPU (weak scaling)"
+        return f"global batch {self.batch} (strong scaling)"
+
+
+def default_scalings() -> tuple[Scaling, ...]:
+    """Weak scaling at the measured batches, then strong scaling at the default global batch."""
+    weak = tuple(Scaling("weak", batch) for batch in DEFAULT_PER_REPLICA_BATCHES)
+    return (*weak, Scaling("strong", DEFAULT_GLOBAL_BATCH))
+
+
+# Host side: PCIe copies, the sum of gradient copies, the optimizer update.
+
+
+def pcie_gbps_per_gpu(hardware: Hardware, replicas: int, to_device: bool, pinned: bool) -> float:
+    """Bandwidth one GPU gets to or from the host while all N GPUs copy at once.
+
+    GPUs fill PCIe switches in order (GPUs 0 and 1 share the first uplink), so min(N, sharing)
+    GPUs split one uplink. A pageable copy is also capped by its measured single-GPU rate, since
+    the CPU stages it through a pinned buffer.
+
+    Args:
+        hardware: Measured copy bandwidths and the uplink sharing.
+        replicas: GPUs copying at once.
+        to_device: Direction, host to GPU if True.
+        pinned: Whether the host buffers are pinned.
+
+    Returns:
+        GB/s per GPU.
+    """
+    if to_device:
+        pinned_gbps, pageable_gbps = (
+            hardware.host_to_device_pinned_gbps,
+            hardware.host_to_device_pageable_gbps,
+        )
+    else:
+        pinned_gbps, pageable_gbps = (
+            hardware.device_to_host_pinned_gbps,
+            hardware.device_to_host_pageable_gbps,
+        )
+    link_share = pinned_gbps / min(replicas, hardware.gpus_per_pcie_uplink)
+    return link_share if pinned else min(pageable_gbps, link_share)
+
+
+def host_sum_milliseconds(hardware: Hardware, replicas: int, gradient_bytes: float) -> float:
+    """Host time to add N gradient copies: the measured times, interpolated in N, scaled by bytes.
+
+    Args:
+        hardware: The measured host sums.
+        replicas: Gradient copies; one needs no sum.
+        gradient_bytes: Bytes of one copy.
+
+    Returns:
+        Milliseconds.
+    """
+    if replicas < 2:
+        return 0.0
+    reference_bytes = hardware.host_sum_parameter_count * FLOAT32_BYTES
+    reference_milliseconds = piecewise_linear(hardware.host_sum_milliseconds, replicas)
+    return reference_milliseconds * gradient_bytes / reference_bytes
+
+
+def host_streaming_gbps(hardware: Hardware) -> float:
+    """Host memory bandwidth implied by the measured sums.
+
+    Each extra copy in the sum is one more parameter-sized read, so the least-squares slope of sum
+    time against N is that read's time. The intercept (about 9 ms at 25.6M parameters) is the
+    freshly allocated output, which an in-place optimizer update does not pay.
+
+    Args:
+        hardware: The measured host sums.
+
+    Returns:
+        GB/s.
+    """
+    counts = [count for count, _ in hardware.host_sum_milliseconds]
+    times = [milliseconds for _, milliseconds in hardware.host_sum_milliseconds]
+    mean_count, mean_time = sum(counts) / len(counts), sum(times) / len(times)
+    covariance = sum((c - mean_count) * (t - mean_time) for c, t in zip(counts, times, strict=True))
+    milliseconds_per_copy = covariance / sum((c - mean_count) ** 2 for c in counts)
+    copy_bytes = hardware.host_sum_parameter_count * FLOAT32_BYTES
+    return copy_bytes / (milliseconds_per_copy * 1e-3) / BYTES_PER_GIGABYTE
+
+
+def host_update_milliseconds(hardware: Hardware, parameter_count: int) -> float:
+    """Host time of one optimizer update over float32 weights, bound by memory bandwidth."""
+    streamed_bytes = hardware.optimizer_update_passes * parameter_count * FLOAT32_BYTES
+    return transfer_milliseconds(streamed_bytes, host_streaming_gbps(hardware))
+
+
+# Step time per placement.
+
+
+@dataclasses.dataclass(frozen=True)
+class StepTime:
+    """One training step on the busiest GPU.
+
+    Attributes:
+        compute_ms: One replica's forward + backward (+ the on-GPU update that was measured).
+        transfer_ms: Weights to the replicas and gradients off them.
+        reduce_ms: Summing the gradient copies, and any update not inside `compute_ms`.
+    """
+
+    compute_ms: float
+    transfer_ms: float
+    reduce_ms: float
+
+    @property
+    def communication_ms(self) -> float:
+        return self.transfer_ms + self.reduce_ms
+
+    @property
+    def serial_ms(self) -> float:
+        """Nothing overlaps: the upper bound."""
+        return self.compute_ms + self.communication_ms
+
+    @property
+    def overlapped_ms(self) -> float:
+        """The shorter of compute and communication fully hidden: the lower bound."""
+        return max(self.compute_ms, self.communication_ms)
+
+
+def cpu_hosted_step(
+    hardware: Hardware, parameter_count: int, replicas: int, gradient_bytes: float, pinned: bool
+) -> StepTime:
+    """Weights on the host: PCIe both ways, then the host sums and updates. Zero compute."""
+    weight_bytes = parameter_count * FLOAT32_BYTES
+    transfer_ms = transfer_milliseconds(
+        weight_bytes, pcie_gbps_per_gpu(hardware, replicas, to_device=True, pinned=pinned)
+    ) + transfer_milliseconds(
+        gradient_bytes, pcie_gbps_per_gpu(hardware, replicas, to_device=False, pinned=pinned)
+    )
+    reduce_ms = host_sum_milliseconds(hardware, replicas, gradient_bytes)
+    reduce_ms += host_update_milliseconds(hardware, parameter_count)
+    return StepTime(0.0, transfer_ms, reduce_ms)
+
+
+def gpu0_hosted_step(
+    hardware: Hardware, parameter_count: int, replicas: int, gradient_bytes: float
+) -> StepTime:
+    """Weights on GPU 0, whose one-way NVLink carries N - 1 weight and gradient copies.
+
+    The sum streams N copies in and one out of HBM; GPU 0's update is inside the measured step.
+    Zero compute.
+    """
+    if replicas < 2:
+        return StepTime(0.0, 0.0, 0.0)
+    peer_bytes = (replicas - 1) * (parameter_count * FLOAT32_BYTES + gradient_bytes)
+    transfer_ms = transfer_milliseconds(peer_bytes, hardware.nvlink_gbps_per_direction)
+    reduce_ms = transfer_milliseconds((replicas + 1) * gradient_bytes, hardware.gpu_memory_gbps)
+    return StepTime(0.0, transfer_ms, reduce_ms)
+
+
+def mirrored_step(hardware: Hardware, replicas: int, gradient_bytes: float) -> StepTime:
+    """A ring all-reduce sends 2 (N - 1) / N of the gradients per GPU at NVLink bus bandwidth.
+
+    Its adds run on arrival and count as free. Zero compute.
+    """
+    ring_bytes = 2 * (replicas - 1) / replicas * gradient_bytes
+    return StepTime(0.0, transfer_milliseconds(ring_bytes, hardware.nvlink_gbps_per_direction), 0.0)
+
+
+def step_time(
+    placement: str,
+    hardware: Hardware,
+    parameter_count: int,
+    replicas: int,
+    compute_ms: float,
+    gradient_bytes: float,
+) -> StepTime:
+    """The step of one placement.
+
+    Args:
+        placement: One of STEP_PLACEMENTS.
+        hardware: Bandwidths.
+        parameter_count: Trainable parameters; weights always move as float32.
+        replicas: GPUs.
+        compute_ms: One replica's compute.
+        gradient_bytes: Bytes of one replica's gradients.
+
+    Returns:
+        The step's parts.
+
+    Raises:
+        ValueError: For an unknown placement.
+    """
+    if placement in ("cpu_pinned", "cpu_pageable"):
+        pinned = placement == "cpu_pinned"
+        communication = cpu_hosted_step(hardware, parameter_count, replicas, gradient_bytes, pinned)
+    elif placement == "gpu0":
+        communication = gpu0_hosted_step(hardware, parameter_count, replicas, gradient_bytes)
+    elif placement == "mirrored":
+        communication = mirrored_step(hardware, replicas, gradient_bytes)
+    else:
+        raise ValueError(
+            f"Unknown placement. Received: placement={placement!r}; expected one of "
+            f"{STEP_PLACEMENTS}."
+        )
+    return dataclasses.replace(communication, compute_ms=compute_ms)
+
+
+def gradient_bytes_per_parameter(precision: str, bf16_gradient_dtype: str) -> int:
+    """4, or 2 for bf16 runs whose gradients move as bfloat16.
+
+    Keras mixed precision keeps float32 variables, so their gradients are float32 in bf16 runs
+    too; "bfloat16" is a what-if for a strategy that would cast them.
+    """
+    if precision == "bf16" and bf16_gradient_dtype == "bfloat16":
+        return BFLOAT16_BYTES
+    return FLOAT32_BYTES
+
+
+@dataclasses.dataclass(frozen=True)
+class ScalingPoint:
+    """One row of a step-time table.
+
+    Attributes:
+        placement: One of STEP_PLACEMENTS.
+        replicas: GPUs.
+        step: The step's parts.
+        samples_per_second: Global batch / serial step.
+        speedup: Serial throughput / throughput of one GPU that holds its own weights.
+        efficiency: speedup / replicas.
+        overlapped_efficiency: The same with the overlapped step.
+    """
+
+    placement: str
+    replicas: int
+    step: StepTime
+    samples_per_second: float
+    speedup: float
+    efficiency: float
+    overlapped_efficiency: float
+
+
+def scaling_points(
+    hardware: Hardware,
+    model: ModelSpec,
+    precision: str,
+    scaling: Scaling,
+    replica_counts: Sequence[int],
+    bf16_gradient_dtype: str = "float32",
+) -> list[ScalingPoint]:
+    """Every placement at every GPU count.
+
+    Args:
+        hardware: Bandwidths.
+        model: The reference model.
+        precision: "fp32" or "bf16".
+        scaling: Weak or strong scaling and its batch.
+        replica_counts: GPU counts.
+        bf16_gradient_dtype: "float32" or "bfloat16", see `gradient_bytes_per_parameter`.
+
+    Returns:
+        Rows by placement, then GPU count.
+    """
+    single_gpu_batch = scaling.global_batch(1)
+    single_gpu_ms = replica_compute_milliseconds(model, precision, single_gpu_batch)
+    single_gpu_throughput = single_gpu_batch / (single_gpu_ms * 1e-3)
+    gradient_bytes = model.parameter_count * gradient_bytes_per_parameter(
+        precision, bf16_gradient_dtype
+    )
+    points = []
+    for placement in STEP_PLACEMENTS:
+        for replicas in replica_counts:
+            compute_ms = replica_compute_milliseconds(
+                model, precision, scaling.per_replica_batch(replicas)
+            )
+            step = step_time(
+                placement, hardware, model.parameter_count, replicas, compute_ms, gradient_bytes
+            )
+            samples = scaling.global_batch(replicas)
+            speedup = samples / (step.serial_ms * 1e-3) / single_gpu_throughput
+            overlapped_speedup = samples / (step.overlapped_ms * 1e-3) / single_gpu_throughput
+            points.append(
+                ScalingPoint(
+                    placement,
+                    replicas,
+                    step,
+                    samples_per_second=samples / (step.serial_ms * 1e-3),
+                    speedup=speedup,
+                    efficiency=speedup / replicas,
+                    overlapped_efficiency=overlapped_speedup / replicas,
+                )
+            )
+    return points
+
+
+# Memory per placement: weights, gradients and optimizer slots; activations are left out.
+
+
+@dataclasses.dataclass(frozen=True)
+class MemoryFootprint:
+    """Peak bytes of weights, gradients and slots on the busiest GPU, all GPUs, and the host."""
+
+    busiest_gpu_bytes: float
+    all_gpus_bytes: float
+    host_bytes: float
+
+
+def memory_footprint(
+    placement: str, parameter_count: int, replicas: int, optimizer_slots: int
+) -> MemoryFootprint:
+    """Where the float32 weights, gradients and optimizer slots sit.
+
+    A GPU that does not hold the weights keeps a copy of them for the step plus its gradients.
+    The holder keeps weights, slots, the N gradient copies (its own included) and, for N >= 2,
+    the sum, all at once: an upper bound. bf16 runs add a 2-byte cast of the weights on every
+    GPU in every placement, left out.
+
+    Args:
+        placement: One of MEMORY_PLACEMENTS.
+        parameter_count: Trainable parameters.
+        replicas: GPUs.
+        optimizer_slots: Slot arrays per parameter (1 for momentum, 2 for Adam).
+
+    Returns:
+        The footprint.
+
+    Raises:
+        ValueError: For an unknown placement.
+    """
+    replica_bytes = 2 * FLOAT32_BYTES * parameter_count
+    gradient_copies = replicas + (1 if replicas >= 2 else 0)
+    holder_bytes = FLOAT32_BYTES * parameter_count * (1 + optimizer_slots + gradient_copies)
+    if placement == "cpu":
+        return MemoryFootprint(replica_bytes, replicas * replica_bytes, holder_bytes)
+    if placement == "gpu0":
+        return MemoryFootprint(holder_bytes, holder_bytes + (replicas - 1) * replica_bytes, 0.0)
+    if placement == "mirrored":
+        per_gpu = replica_bytes + optimizer_slots * FLOAT32_BYTES * parameter_count
+        return MemoryFootprint(per_gpu, replicas * per_gpu, 0.0)
+    raise ValueError(
+        f"Unknown placement. Received: placement={placement!r}; expected one of "
+        f"{MEMORY_PLACEMENTS}."
+    )
+
+
+# Markdown.
+
+
+def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A Markdown table from column titles and already formatted cells, no trailing newline."""
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def percent(fraction: float) -> str:
+    return f"{100 * fraction:.0f}%"
+
+
+def step_table_heading(model: ModelSpec, precision: str, scaling: Scaling) -> str:
+    """The heading above one step-time table."""
+    return f"#### {model.name}, {precision}, {scaling.title}"
+
+
+def derived_figures_markdown(hardware: Hardware, most_replicas: int) -> str:
+    """The bandwidths the model uses that are derived rather than copied from the inputs."""
+    rows = [
+        ("Host streaming bandwidth (slope of the host sums)", host_streaming_gbps(hardware)),
+        (
+            f"PCIe per GPU, pinned, either way, {most_replicas} GPUs copying",
+            pcie_gbps_per_gpu(hardware, most_replicas, to_device=True, pinned=True),
+        ),
+        (
+            f"PCIe per GPU, pageable, to the GPU, {most_replicas} GPUs copying",
+            pcie_gbps_per_gpu(hardware, most_replicas, to_device=True, pinned=False),
+        ),
+        (
+            f"PCIe per GPU, pageable, to the host, {most_replicas} GPUs copying",
+            pcie_gbps_per_gpu(hardware, most_replicas, to_device=False, pinned=False),
+        ),
+    ]
+    return markdown_table(["Derived figure", "GB/s"], [(name, f"{v:.1f}") for name, v in rows])
+
+
+def summary_markdown(
+    hardware: Hardware, scalings: Sequence[Scaling], most_replicas: int, bf16_gradient_dtype: str
+) -> str:
+    """Scaling efficiency at the largest GPU count, serial / overlapped, for every case."""
+    rows = []
+    for scaling in scalings:
+        for model in MODELS:
+            for precision in PRECISIONS:
+                points = scaling_points(
+                    hardware, model, precision, scaling, [most_replicas], bf16_gradient_dtype
+                )
+                cells = [
+                    f"{percent(point.efficiency)} / {percent(point.overlapped_efficiency)}"
+                    for point in points
+                ]
+                rows.append([model.name, precision, scaling.title, *cells])
+    headers = ["Model", "Precision", "Batch", *(PLACEMENT_LABELS[p] for p in STEP_PLACEMENTS)]
+    return markdown_table(headers, rows)
+
+
+def step_markdown(points: Sequence[ScalingPoint]) -> str:
+    """A step-time table: one row per placement and GPU count."""
+    headers = [
+        "Placement", "GPUs", "compute ms", "transfers ms", "sum + update ms", "step ms serial",
+        "step ms overlapped", "samples/s serial", "speedup serial", "efficiency serial",
+        "efficiency overlapped",
+    ]  # fmt: skip
+    rows = [
+        (
+            PLACEMENT_LABELS[point.placement],
+            str(point.replicas),
+            f"{point.step.compute_ms:.1f}",
+            f"{point.step.transfer_ms:.1f}",
+            f"{point.step.reduce_ms:.1f}",
+            f"{point.step.serial_ms:.1f}",
+            f"{point.step.overlapped_ms:.1f}",
+            f"{point.samples_per_second:,.0f}",
+            f"{point.speedup:.2f}",
+            percent(point.efficiency),
+            percent(point.overlapped_efficiency),
+        )
+        for point in points
+    ]
+    return markdown_table(headers, rows)
+
+
+def memory_markdown(hardware: Hardware, replica_counts: Sequence[int]) -> str:
+    """Bytes per parameter on the busiest GPU, then gigabytes per model."""
+    per_parameter_headers = ["Placement", "GPUs"]
+    for optimizer in OPTIMIZER_SLOTS:
+        per_parameter_headers += [
+            f"bytes/param, {optimizer}",
+            f"billion params in {hardware.gpu_memory_gigabytes:.0f} GB, {optimizer}",
+        ]
+    per_parameter_rows = []
+    for placement in MEMORY_PLACEMENTS:
+        for replicas in replica_counts:
+            cells = [PLACEMENT_LABELS[placement], str(replicas)]
+            for slots in OPTIMIZER_SLOTS.values():
+                busiest = memory_footprint(placement, 1, replicas, slots).busiest_gpu_bytes
+                cells += [f"{busiest:.0f}", f"{hardware.gpu_memory_gigabytes / busiest:.1f}"]
+            per_parameter_rows.append(cells)
+    gigabyte_headers = [
+        "Model", "Placement", "GPUs", "busiest GPU GB, momentum", "busiest GPU GB, Adam",
+        "all GPUs GB, Adam", "host GB, Adam",
+    ]  # fmt: skip
+    gigabyte_rows = []
+    for model in MODELS:
+        for placement in MEMORY_PLACEMENTS:
+            for replicas in replica_counts:
+                momentum, adam = (
+                    memory_footprint(placement, model.parameter_count, replicas, slots)
+                    for slots in OPTIMIZER_SLOTS.values()
+                )
+                gigabytes = (
+                    momentum.busiest_gpu_bytes, adam.busiest_gpu_bytes, adam.all_gpus_bytes,
+                    adam.host_bytes,
+                )  # fmt: skip
+                gigabyte_rows.append(
+                    [model.name, PLACEMENT_LABELS[placement], str(replicas)]
+                    + [f"{value / BYTES_PER_GIGABYTE:.2f}" for value in gigabytes]
+                )
+    return (
+        markdown_table(per_parameter_headers, per_parameter_rows)
+        + "\n\n"
+        + markdown_table(gigabyte_headers, gigabyte_rows)
+    )
+
+
+def build_markdown(
+    hardware: Hardware,
+    scalings: Sequence[Scaling],
+    replica_counts: Sequence[int],
+    bf16_gradient_dtype: str = "float32",
+) -> str:
+    """All generated tables, as printed and as pasted into SCALING.md.
+
+    Args:
+        hardware: Bandwidths.
+        scalings: Batch regimes.
+        replica_counts: GPU counts, ascending.
+        bf16_gradient_dtype: "float32" or "bfloat16", see `gradient_bytes_per_parameter`.
+
+    Returns:
+        Markdown text ending with a newline.
+    """
+    most = max(replica_counts)
+    sections = [
+        "### Derived figures\n\n" + derived_figures_markdown(hardware, most),
+        f"### Scaling efficiency at {most} GPUs (serial / overlapped)\n\n"
+        + summary_markdown(hardware, scalings, most, bf16_gradient_dtype),
+        "### Step time, throughput and efficiency",
+    ]
+    for scaling in scalings:
+        for model in MODELS:
+            for precision in PRECISIONS:
+                points = scaling_points(
+                    hardware, model, precision, scaling, replica_counts, bf16_gradient_dtype
+                )
+                heading = step_table_heading(model, precision, scaling)
+                sections.append(heading + "\n\n" + step_markdown(points))
+    sections.append(
+        "### Memory: weights, gradients and optimizer slots (activations excluded)\n\n"
+        + memory_markdown(hardware, replica_counts)
+    )
+    return "\n\n".join(sections) + "\n"
+
+
+def replace_generated_block(document: str, generated: str) -> str:
+    """Puts `generated` between the document's generated-block markers.
+
+    Args:
+        document: Text holding DOCUMENT_BEGIN_MARKER and, after it, DOCUMENT_END_MARKER.
+        generated: The new block.
+
+    Returns:
+        The updated document.
+
+    Raises:
+        ValueError: If the markers are missing.
+    """
+    begin = document.find(DOCUMENT_BEGIN_MARKER)
+    end = document.find(DOCUMENT_END_MARKER, max(begin, 0))
+    if begin < 0 or end < 0:
+        raise ValueError(
+            f"No generated block: expected a line {DOCUMENT_BEGIN_MARKER!r} and, after it, a "
+            f"line {DOCUMENT_END_MARKER!r}. Add both where the tables belong."
+        )
+    head = document[: begin + len(DOCUMENT_BEGIN_MARKER)]
+    return head + "\n\n" + generated + "\n" + document[end:]
+
+
+def plot_efficiency(
+    hardware: Hardware,
+    scaling: Scaling,
+    replica_counts: Sequence[int],
+    bf16_gradient_dtype: str,
+    path: str,
+) -> None:
+    """Saves serial efficiency against GPU count, a panel per model and precision.
+
+    Args:
+        hardware: Bandwidths.
+        scaling: The batch regime to plot.
+        replica_counts: GPU counts.
+        bf16_gradient_dtype: "float32" or "bfloat16".
+        path: Image file to write.
+
+    Raises:
+        app.UsageError: If matplotlib is not installed.
+    """
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        from matplotlib import pyplot
+    except ImportError as error:
+        raise app.UsageError(
+            "--plot_out needs matplotlib: `pip install matplotlib`, or leave --plot_out unset."
+        ) from error
+    figure, axes = pyplot.subplots(len(MODELS), len(PRECISIONS), figsize=(10, 7), squeeze=False)
+    for axis_row, model in zip(axes, MODELS, strict=True):
+        for axis, precision in zip(axis_row, PRECISIONS, strict=True):
+            points = scaling_points(
+                hardware, model, precision, scaling, replica_counts, bf16_gradient_dtype
+            )
+            for placement in STEP_PLACEMENTS:
+                mine = [point for point in points if point.placement == placement]
+                axis.plot(
+                    [point.replicas for point in mine],
+                    [point.efficiency for point in mine],
+                    marker="o",
+                    label=PLACEMENT_LABELS[placement].replace("`", ""),
+                )
+            axis.set(title=f"{model.name}, {precision}", xlabel="GPUs", ylim=(0, 1.05))
+            axis.set_ylabel("efficiency, serial")
+            axis.grid(True)
+    axes[0][0].legend(fontsize="small")
+    figure.suptitle(scaling.title)
+    figure.tight_layout()
+    figure.savefig(path)
+
+
+_PER_REPLICA_BATCH = flags.DEFINE_multi_integer(
+    "per_replica_batch",
+    list(DEFAULT_PER_REPLICA_BATCHES),
+    "Per-GPU batch of a weak-scaling table; repeat for several. 32 and 128 were measured, other "
+    "batches are interpolated linearly.",
+)
+_GLOBAL_BATCH = flags.DEFINE_integer(
+    "global_batch",
+    DEFAULT_GLOBAL_BATCH,
+    "Global batch of the strong-scaling tables; 0 leaves them out.",
+)
+_GPU_COUNTS = flags.DEFINE_multi_integer(
+    "gpu_counts", list(DEFAULT_REPLICA_COUNTS), "GPU counts; repeat for several."
+)
+_GPUS_PER_PCIE_UPLINK = flags.DEFINE_integer(
+    "gpus_per_pcie_uplink",
+    Hardware.gpus_per_pcie_uplink,
+    "GPUs sharing one PCIe switch uplink to the CPU; 1 gives each GPU its own.",
+)
+_BF16_GRADIENT_DTYPE = flags.DEFINE_enum(
+    "bf16_gradient_dtype",
+    "float32",
+    ["float32", "bfloat16"],
+    "Dtype of the gradients on the links in bf16 runs (Keras mixed precision: float32).",
+)
+_MARKDOWN_OUT = flags.DEFINE_string("markdown_out", None, "Also write the tables to this file.")
+_UPDATE_DOCUMENT = flags.DEFINE_string(
+    "update_document", None, "Replace the generated block of this Markdown file with the tables."
+)
+_PLOT_OUT = flags.DEFINE_string(
+    "plot_out", None, "Save an efficiency plot of the first batch regime (needs matplotlib)."
+)
+
+
+def scalings_from_flags() -> list[Scaling]:
+    """The batch regimes the flags ask for; raises app.UsageError for batches below 1."""
+    if min(_PER_REPLICA_BATCH.value) < 1 or _GLOBAL_BATCH.value < 0:
+        raise app.UsageError(
+            "--per_replica_batch must be >= 1 and --global_batch >= 0. Received: "
+            f"per_replica_batch={_PER_REPLICA_BATCH.value}, global_batch={_GLOBAL_BATCH.value}."
+        )
+    scalings = [Scaling("weak", batch) for batch in _PER_REPLICA_BATCH.value]
+    if _GLOBAL_BATCH.value:
+        scalings.append(Scaling("strong", _GLOBAL_BATCH.value))
+    return scalings
+
+
+def update_document(path: str, markdown: str) -> None:
+    """Rewrites the generated block of the Markdown file at `path`."""
+    with open(path, encoding="utf-8") as file:
+        document = file.read()
+    try:
+        updated = replace_generated_block(document, markdown)
+    except ValueError as error:
+        raise app.UsageError(f"--update_document={path}: {error}") from error
+    with open(path, "w", encoding="utf-8") as file:
+        file.write(updated)
+
+
+def main(argv: Sequence[str]) -> None:
+    del argv  # Unused.
+    if min(_GPU_COUNTS.value) < 1 or _GPUS_PER_PCIE_UPLINK.value < 1:
+        raise app.UsageError(
+            "--gpu_counts and --gpus_per_pcie_uplink must be >= 1. Received: "
+            f"gpu_counts={_GPU_COUNTS.value}, gpus_per_pcie_uplink={_GPUS_PER_PCIE_UPLINK.value}."
+        )
+    hardware = Hardware(gpus_per_pcie_uplink=_GPUS_PER_PCIE_UPLINK.value)
+    scalings = scalings_from_flags()
+    replica_counts = sorted(set(_GPU_COUNTS.value))
+    markdown = build_markdown(hardware, scalings, replica_counts, _BF16_GRADIENT_DTYPE.value)
+    print(markdown)
+    if _MARKDOWN_OUT.value:
+        with open(_MARKDOWN_OUT.value, "w", encoding="utf-8") as file:
+            file.write(markdown)
+    if _UPDATE_DOCUMENT.value:
+        update_document(_UPDATE_DOCUMENT.value, markdown)
+    if _PLOT_OUT.value:
+        plot_efficiency(
+            hardware, scalings[0], replica_counts, _BF16_GRADIENT_DTYPE.value, _PLOT_OUT.value
+        )
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,189 @@
+"""Invariants of benchmarks/scaling_model.py, the step-time model behind benchmarks/SCALING.md.
+
+Run from the repository root: `python -m pytest tests/scaling_model_test.py` or
+`python tests/scaling_model_test.py`. No TensorFlow needed.
+"""
+
+import dataclasses
+import importlib.util
+import pathlib
+import sys
+
+from absl.testing import absltest, parameterized
+
+_REPOSITORY = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _load_scaling_model():
+    """Imports benchmarks/scaling_model.py once: benchmarks/ holds scripts, not a package."""
+    if "scaling_model" in sys.modules:  # Its absl flags may be defined only once per process.
+        return sys.modules["scaling_model"]
+    spec = importlib.util.spec_from_file_location(
+        "scaling_model", _REPOSITORY / "benchmarks" / "scaling_model.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+scaling_model = _load_scaling_model()
+
+_HARDWARE = scaling_model.Hardware()
+_REPLICA_COUNTS = scaling_model.DEFAULT_REPLICA_COUNTS
+
+
+def _all_points(hardware=_HARDWARE):
+    """Every (model, precision, scaling) case's rows at the default GPU counts."""
+    for model in scaling_model.MODELS:
+        for precision in scaling_model.PRECISIONS:
+            for scaling in scaling_model.default_scalings():
+                yield from scaling_model.scaling_points(
+                    hardware, model, precision, scaling, _REPLICA_COUNTS
+                )
+
+
+class InputsTest(absltest.TestCase):
+    def test_measured_points_are_reproduced_exactly(self):
+        # Interpolation must return GPU_FACTS.md's figures at the points it measured.
+        for model in scaling_model.MODELS:
+            for precision, points in model.step_milliseconds.items():
+                for batch, milliseconds in points:
+                    self.assertAlmostEqual(
+                        scaling_model.replica_compute_milliseconds(model, precision, batch),
+                        milliseconds,
+                    )
+        reference_bytes = _HARDWARE.host_sum_parameter_count * scaling_model.FLOAT32_BYTES
+        for replicas, milliseconds in _HARDWARE.host_sum_milliseconds:
+            self.assertAlmostEqual(
+                scaling_model.host_sum_milliseconds(_HARDWARE, replicas, reference_bytes),
+                milliseconds,
+            )
+
+    def test_one_gradient_copy_needs_no_sum(self):
+        self.assertEqual(scaling_model.host_sum_milliseconds(_HARDWARE, 1, 1e9), 0.0)
+
+    def test_strong_scaling_gives_the_busiest_gpu_the_larger_share(self):
+        scaling = scaling_model.Scaling("strong", 10)
+        self.assertEqual(scaling.per_replica_batch(4), 3)
+        self.assertEqual(scaling.global_batch(4), 10)
+
+
+class StepTimeTest(parameterized.TestCase):
+    def test_one_gpu_with_host_weights_is_slower_than_its_compute(self):
+        # Weights on the host still cross PCIe and are updated by the host with a single GPU.
+        for point in _all_points():
+            if point.replicas == 1 and point.placement.startswith("cpu"):
+                self.assertGreater(point.step.serial_ms, point.step.compute_ms)
+                self.assertGreaterEqual(point.step.overlapped_ms, point.step.compute_ms)
+
+    def test_one_gpu_holding_its_weights_is_the_baseline(self):
+        for point in _all_points():
+            if point.replicas == 1 and point.placement in ("gpu0", "mirrored"):
+                self.assertAlmostEqual(point.step.serial_ms, point.step.compute_ms)
+                self.assertAlmostEqual(point.efficiency, 1.0)
+
+    def test_efficiency_is_positive_and_at_most_one(self):
+        for point in _all_points():
+            self.assertGreater(point.efficiency, 0.0)
+            self.assertLessEqual(point.efficiency, point.overlapped_efficiency + 1e-12)
+            self.assertLessEqual(point.overlapped_efficiency, 1.0 + 1e-12)
+
+    @parameterized.named_parameters(
+        ("host_to_device_pinned", "host_to_device_pinned_gbps"),
+        ("device_to_host_pinned", "device_to_host_pinned_gbps"),
+        ("host_to_device_pageable", "host_to_device_pageable_gbps"),
+        ("device_to_host_pageable", "device_to_host_pageable_gbps"),
+        ("nvlink", "nvlink_gbps_per_direction"),
+        ("gpu_memory", "gpu_memory_gbps"),
+    )
+    def test_more_bandwidth_never_slows_a_step(self, field):
+        faster = dataclasses.replace(_HARDWARE, **{field: 2 * getattr(_HARDWARE, field)})
+        some_step_got_faster = False
+        for slow, fast in zip(_all_points(), _all_points(faster), strict=True):
+            self.assertLessEqual(fast.step.serial_ms, slow.step.serial_ms)
+            self.assertLessEqual(fast.step.overlapped_ms, slow.step.overlapped_ms)
+            some_step_got_faster |= fast.step.serial_ms < slow.step.serial_ms
+        self.assertTrue(some_step_got_faster, f"{field} is never used")
+
+    def test_faster_host_sums_never_slow_a_step(self):
+        halved = tuple((count, ms / 2) for count, ms in _HARDWARE.host_sum_milliseconds)
+        faster = dataclasses.replace(_HARDWARE, host_sum_milliseconds=halved)
+        for slow, fast in zip(_all_points(), _all_points(faster), strict=True):
+            self.assertLessEqual(fast.step.serial_ms, slow.step.serial_ms)
+
+    def test_sharing_a_pcie_uplink_slows_host_weights(self):
+        shared = dataclasses.replace(_HARDWARE, gpus_per_pcie_uplink=2)
+        private = dataclasses.replace(_HARDWARE, gpus_per_pcie_uplink=1)
+        gradient_bytes = 1e8
+        for placement in ("cpu_pinned", "cpu_pageable"):
+            slow = scaling_model.step_time(placement, shared, 25_000_000, 8, 10.0, gradient_bytes)
+            fast = scaling_model.step_time(placement, private, 25_000_000, 8, 10.0, gradient_bytes)
+            self.assertLessEqual(fast.serial_ms, slow.serial_ms)
+
+    def test_bfloat16_gradients_shorten_only_bf16_steps(self):
+        self.assertEqual(scaling_model.gradient_bytes_per_parameter("bf16", "bfloat16"), 2)
+        self.assertEqual(scaling_model.gradient_bytes_per_parameter("bf16", "float32"), 4)
+        self.assertEqual(scaling_model.gradient_bytes_per_parameter("fp32", "bfloat16"), 4)
+
+    def test_unknown_placement_raises(self):
+        with self.assertRaisesRegex(ValueError, "Unknown placement.*'tpu'"):
+            scaling_model.step_time("tpu", _HARDWARE, 1, 1, 1.0, 4.0)
+
+
+class MemoryTest(absltest.TestCase):
+    def test_host_weights_keep_gpu_memory_flat_while_mirrored_copies_grow(self):
+        parameters = 1_000_000
+        for slots in scaling_model.OPTIMIZER_SLOTS.values():
+            cpu = [
+                scaling_model.memory_footprint("cpu", parameters, replicas, slots)
+                for replicas in _REPLICA_COUNTS
+            ]
+            mirrored = [
+                scaling_model.memory_footprint("mirrored", parameters, replicas, slots)
+                for replicas in _REPLICA_COUNTS
+            ]
+            self.assertLen({footprint.busiest_gpu_bytes for footprint in cpu}, 1)
+            for replicas, footprint in zip(_REPLICA_COUNTS, mirrored, strict=True):
+                self.assertEqual(footprint.all_gpus_bytes, replicas * mirrored[0].all_gpus_bytes)
+                self.assertLess(cpu[0].busiest_gpu_bytes, footprint.busiest_gpu_bytes)
+                self.assertEqual(footprint.host_bytes, 0.0)
+
+    def test_gpu0_holds_every_gradient_copy(self):
+        one, eight = (scaling_model.memory_footprint("gpu0", 1, replicas, 2) for replicas in (1, 8))
+        self.assertEqual(one.busiest_gpu_bytes, 16)  # weights, Adam's two slots, gradients
+        self.assertEqual(eight.busiest_gpu_bytes, 48)  # ... plus 7 received copies and the sum
+
+
+class MarkdownTest(absltest.TestCase):
+    def test_every_model_precision_and_gpu_count_has_a_row(self):
+        markdown = scaling_model.build_markdown(
+            _HARDWARE, scaling_model.default_scalings(), _REPLICA_COUNTS
+        )
+        for scaling in scaling_model.default_scalings():
+            for model in scaling_model.MODELS:
+                for precision in scaling_model.PRECISIONS:
+                    heading = scaling_model.step_table_heading(model, precision, scaling)
+                    self.assertIn(heading + "\n", markdown)
+                    table = markdown.split(heading + "\n", 1)[1].split("\n#", 1)[0]
+                    for placement in scaling_model.STEP_PLACEMENTS:
+                        label = scaling_model.PLACEMENT_LABELS[placement]
+                        for replicas in _REPLICA_COUNTS:
+                            self.assertIn(f"| {label} | {replicas} |", table)
+
+    def test_scaling_document_holds_the_current_tables(self):
+        # Fails when the inputs or the model change: rerun
+        # `python benchmarks/scaling_model.py --update_document=benchmarks/SCALING.md`.
+        document = (_REPOSITORY / "benchmarks" / "SCALING.md").read_text(encoding="utf-8")
+        markdown = scaling_model.build_markdown(
+            _HARDWARE, scaling_model.default_scalings(), _REPLICA_COUNTS
+        )
+        self.assertEqual(scaling_model.replace_generated_block(document, markdown), document)
+
+    def test_document_without_markers_is_rejected(self):
+        with self.assertRaisesRegex(ValueError, "No generated block"):
+            scaling_model.replace_generated_block("# Scaling\n", "tables")
+
+
+if __name__ == "__main__":
+    absltest.main()
