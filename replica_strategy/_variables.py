@@ -29,12 +29,12 @@ class ParameterVariable(ps_values.AggregatingVariable):
     """
 
     def _assign_func(self, *args, **kwargs):
-        if (
-            self._aggregation not in (_NONE, _ONLY_FIRST_REPLICA)
-            or distribute_lib.in_cross_replica_context()
-        ):
-            return super()._assign_func(*args, **kwargs)
         with distribute_lib.enter_or_assert_strategy(self._distribute_strategy):
+            if (
+                self._aggregation not in (_NONE, _ONLY_FIRST_REPLICA)
+                or distribute_lib.in_cross_replica_context()
+            ):
+                return super()._assign_func(*args, **kwargs)
             update = kwargs.pop("f")
             if getattr(ops.get_default_graph(), "is_control_flow_graph", False):
                 return self._write_from_first_replica(update, *args, **kwargs)

@@ -82,6 +82,7 @@ def multi_gpu_model(model, gpus=None, cpu_merge: bool = True, cpu_relocation: bo
         # loss tracker or optimizer built outside the scope would not be distributed.
         _compile_in_scope(parallel, strategy)
         _split_on_batch_methods(parallel)
+    _load_weights_in_scope(parallel, strategy)
     return parallel
 
 
@@ -357,6 +358,18 @@ def _compile_in_scope(model, strategy) -> None:
 
     # object.__setattr__: a method is not state Keras should track or save.
     object.__setattr__(model, "compile", compile)
+
+
+def _load_weights_in_scope(model, strategy) -> None:
+    # Restoring assigns the strategy's variables, which must happen in its scope.
+    load_weights_outside_scope = model.load_weights
+
+    @functools.wraps(load_weights_outside_scope)
+    def load_weights(*args, **kwargs):
+        with strategy.scope():
+            return load_weights_outside_scope(*args, **kwargs)
+
+    object.__setattr__(model, "load_weights", load_weights)
 
 
 def _split_on_batch_methods(model) -> None:
