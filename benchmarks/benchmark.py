@@ -1,0 +1,127 @@
+"""ReplicaStrategy side by side with TensorFlow's own strategies: throughput, memory, overhead.
+
+In one run, with the contestants interleaved so machine noise hits all alike:
+1. samples/s of `fit`, `predict` and a custom training loop on a small CNN and a wider MLP, for
+   no strategy, OneDeviceStrategy, and ReplicaStrategy, MirroredStrategy and
+   CentralStorageStrategy on 1, 2 and 4 logical CPUs, with the same global batch;
+2. peak RSS and bytes in variables of a ~50M-parameter MLP under ReplicaStrategy and
+   MirroredStrategy at 1, 2 and 4 replicas, each in a fresh process;
+3. the step-time overhead of ReplicaStrategy on one device against no strategy.
+Every figure is median [min–max] over repetitions. A contestant that cannot run gets
+"failed: <reason>" in its cell. Writes results.json, results.md and results.png (the plot needs
+matplotlib: `pip install matplotlib`) to --output_dir and prints the Markdown.
+
+Run from the repository root:
+
+    python benchmarks/benchmark.py --quick   # CI smoke run, under 2 minutes
+    python benchmarks/benchmark.py           # the full run, for people (~15 minutes)
+    python benchmarks/benchmark.py --models=mlp --modes=fit --device_counts=1,2
+"""
+
+import os
+import pathlib
+import sys
+from collections.abc import Sequence
+
+from absl import app, flags
+
+if not __package__:  # Run as a script: make `benchmarks` and `replica_strategy` importable.
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
+
+# Importing TensorFlow leaves its devices uninitialized; `main` configures them first thing.
+from benchmarks import contestants, suite, workloads  # noqa: E402
+
+_QUICK = flags.DEFINE_bool(
+    "quick", False, "Smoke run in under 2 minutes: small sizes, few repetitions."
+)
+_OUTPUT_DIR = flags.DEFINE_string("output_dir", "benchmarks/results", "Where results go.")
+_MODELS = flags.DEFINE_list("models", list(contestants.MODEL_NAMES), "Models to train.")
+_MODES = flags.DEFINE_list("modes", list(workloads.MODES), "fit, predict, custom_loop.")
+_DEVICE_COUNTS = flags.DEFINE_list("device_counts", ["1", "2", "4"], "Logical CPU counts.")
+_CONTESTANTS = flags.DEFINE_list("contestants", list(contestants.NAMES), "Strategies to run.")
+_GLOBAL_BATCH = flags.DEFINE_integer("global_batch", 256, "Rows per step, every device count.")
+_REPETITIONS = flags.DEFINE_integer("repetitions", 10, "Timed windows per contestant.")
+_STEPS_PER_WINDOW = flags.DEFINE_integer("steps_per_window", 20, "Steps per timed window.")
+_WARMUP_STEPS = flags.DEFINE_integer("warmup_steps", 3, "Untimed steps before the first window.")
+_SEED = flags.DEFINE_integer("seed", 0, "Seeds the contestants' order in each repetition.")
+_MEMORY_DEVICE_COUNTS = flags.DEFINE_list(
+    "memory_device_counts", ["1", "2", "4"], "Replica counts of the memory probes; empty: none."
+)
+_MEMORY_WIDTH = flags.DEFINE_integer("memory_width", 4096, "Memory MLP layer width.")
+_MEMORY_LAYERS = flags.DEFINE_integer(
+    "memory_layers", 3, "Memory MLP layers (3 x 4096 x 4096: 50M parameters)."
+)
+_MEMORY_REPETITIONS = flags.DEFINE_integer(
+    "memory_repetitions", 2, "Fresh processes per memory configuration."
+)
+_MEMORY_PROCESSES = flags.DEFINE_integer(
+    "memory_processes", 1, "Memory probes run at once (not timed, so they may overlap)."
+)
+
+# --quick values, applied to every flag not given on the command line.
+QUICK_OVERRIDES = {
+    "models": ["mlp"],
+    "device_counts": ["1", "2"],
+    "global_batch": 64,
+    "repetitions": 3,
+    "steps_per_window": 5,
+    "warmup_steps": 2,
+    "memory_device_counts": ["2"],
+    "memory_width": 1024,
+    "memory_layers": 2,
+    "memory_repetitions": 1,
+    "memory_processes": 2,
+}
+
+
+def _integers(values: Sequence[str], flag: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(value) for value in values)
+    except ValueError:
+        raise app.UsageError(f"--{flag} takes integers, e.g. 1,2,4; received {values}.") from None
+
+
+def settings_from_flags():
+    """The `suite.Settings` the flags ask for, --quick applied to flags left at their default."""
+    if _QUICK.value:
+        for name, value in QUICK_OVERRIDES.items():
+            if not flags.FLAGS[name].present:
+                flags.FLAGS[name].value = value
+    return suite.Settings(
+        models=tuple(_MODELS.value),
+        modes=tuple(_MODES.value),
+        device_counts=_integers(_DEVICE_COUNTS.value, "device_counts"),
+        contestant_names=tuple(_CONTESTANTS.value),
+        global_batch=_GLOBAL_BATCH.value,
+        repetitions=_REPETITIONS.value,
+        steps_per_window=_STEPS_PER_WINDOW.value,
+        warmup_steps=_WARMUP_STEPS.value,
+        seed=_SEED.value,
+        memory_device_counts=_integers(_MEMORY_DEVICE_COUNTS.value, "memory_device_counts"),
+        memory_width=_MEMORY_WIDTH.value,
+        memory_layers=_MEMORY_LAYERS.value,
+        memory_repetitions=_MEMORY_REPETITIONS.value,
+        memory_processes=_MEMORY_PROCESSES.value,
+    )
+
+
+def main(argv: Sequence[str]) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}.")
+    settings = settings_from_flags()
+    try:
+        settings.validate()
+    except ValueError as error:
+        raise app.UsageError(str(error)) from None
+    # Logical CPUs must exist before TensorFlow initializes its devices.
+    contestants.configure_logical_cpus(settings.max_device_count)
+    results = suite.run(settings)
+    paths = suite.write_outputs(results, pathlib.Path(_OUTPUT_DIR.value))
+    print(paths["markdown"].read_text())
+    print("Wrote " + ", ".join(str(path) for path in paths.values()), flush=True)
+    # Skips the teardown of the live workloads, which can hang in TensorFlow (suite.LIVE_WORKLOADS).
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,205 @@
+"""What `benchmark.py` measures: the strategies side by side, the models, and their variables.
+
+A contestant is a strategy at a device count. The single-device ones (no strategy,
+`OneDeviceStrategy`) run once; the data-parallel ones (`ReplicaStrategy`, `MirroredStrategy`,
+`CentralStorageStrategy`) run at every device count, on logical CPUs "/cpu:0" ... "/cpu:N-1".
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from collections.abc import Callable, Iterator, Sequence
+
+import tensorflow as tf
+
+import replica_strategy
+
+NO_STRATEGY = "no strategy"
+ONE_DEVICE = "OneDeviceStrategy"
+REPLICA = "ReplicaStrategy"
+MIRRORED = "MirroredStrategy"
+CENTRAL_STORAGE = "CentralStorageStrategy"
+SINGLE_DEVICE_NAMES = (NO_STRATEGY, ONE_DEVICE)
+DATA_PARALLEL_NAMES = (REPLICA, MIRRORED, CENTRAL_STORAGE)
+NAMES = SINGLE_DEVICE_NAMES + DATA_PARALLEL_NAMES
+MODEL_NAMES = ("cnn", "mlp")
+NUM_CLASSES = 10
+_mirrored_instances = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class Contestant:
+    """A strategy at a device count.
+
+    Attributes:
+        name: One of `NAMES`.
+        device_count: How many logical CPUs its replicas use.
+    """
+
+    name: str
+    device_count: int
+
+    @property
+    def label(self) -> str:
+        """A short display name, e.g. "MirroredStrategy x2"."""
+        if self.name in SINGLE_DEVICE_NAMES:
+            return self.name
+        return f"{self.name} x{self.device_count}"
+
+
+def contestants(device_counts: Sequence[int], names: Sequence[str] = NAMES) -> list[Contestant]:
+    """The contestants to measure: single-device ones once, data-parallel ones per count.
+
+    Args:
+        device_counts: Logical CPU counts for the data-parallel strategies, e.g. (1, 2, 4).
+        names: Which strategies to include, from `NAMES`.
+
+    Returns:
+        The contestants, single-device ones first.
+    """
+    unknown = sorted(set(names) - set(NAMES))
+    if unknown:
+        raise ValueError(f"Unknown contestants {unknown}; expected names from {list(NAMES)}.")
+    chosen = [Contestant(name, 1) for name in SINGLE_DEVICE_NAMES if name in names]
+    for count in device_counts:
+        chosen += [Contestant(name, count) for name in DATA_PARALLEL_NAMES if name in names]
+    return chosen
+
+
+def cpu_devices(count: int) -> list[str]:
+    """The names of the first `count` logical CPUs, e.g. ["/cpu:0", "/cpu:1"]."""
+    return [f"/cpu:{index}" for index in range(count)]
+
+
+def configure_logical_cpus(count: int) -> None:
+    """Splits the host CPU into `count` logical devices; must run before TensorFlow initializes.
+
+    Raises:
+        RuntimeError: when TensorFlow already initialized with fewer logical CPUs.
+    """
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    with contextlib.suppress(RuntimeError):  # Already initialized: checked below.
+        tf.config.set_logical_device_configuration(
+            cpu, [tf.config.LogicalDeviceConfiguration()] * count
+        )
+    available = len(tf.config.list_logical_devices("CPU"))
+    if available < count:
+        raise RuntimeError(
+            f"Need {count} logical CPUs but TensorFlow initialized with {available}; configure "
+            "them before anything else uses TensorFlow."
+        )
+
+
+def make_strategy(contestant: Contestant) -> tf.distribute.Strategy | None:
+    """The contestant's strategy, or None for no strategy.
+
+    Every MirroredStrategy gets its own range of collective group keys, as TensorFlow's own
+    tests do (`_collective_key_base`): on CPUs it all-reduces with collective ops whose group
+    keys start at 1 in every instance, so a second instance with another device count in the
+    same process fails ("joining a group with size 4, but that group has size 2").
+    """
+    devices = cpu_devices(contestant.device_count)
+    if contestant.name == NO_STRATEGY:
+        return None
+    if contestant.name == ONE_DEVICE:
+        return tf.distribute.OneDeviceStrategy(devices[0])
+    if contestant.name == REPLICA:
+        return replica_strategy.ReplicaStrategy(devices)
+    if contestant.name == MIRRORED:
+        return _mirrored_strategy(devices)
+    if contestant.name == CENTRAL_STORAGE:
+        return tf.distribute.experimental.CentralStorageStrategy(
+            compute_devices=devices, parameter_device="/cpu:0"
+        )
+    raise ValueError(f"Unknown contestant {contestant.name!r}; expected one of {list(NAMES)}.")
+
+
+def _mirrored_strategy(devices: list[str]) -> tf.distribute.MirroredStrategy:
+    global _mirrored_instances
+    _mirrored_instances += 1
+    mirrored_class = tf.distribute.MirroredStrategy
+    default_base = mirrored_class._collective_key_base
+    mirrored_class._collective_key_base = 10_000 * _mirrored_instances
+    try:
+        return mirrored_class(devices)
+    finally:
+        mirrored_class._collective_key_base = default_base
+
+
+def scope(strategy: tf.distribute.Strategy | None):
+    """`strategy.scope()`, or a no-op context for no strategy."""
+    return contextlib.nullcontext() if strategy is None else strategy.scope()
+
+
+def input_shape(model_name: str) -> tuple[int, ...]:
+    """The shape of one input sample of `model_name`."""
+    return {"cnn": (16, 16, 3), "mlp": (256,)}[model_name]
+
+
+def build_model(model_name: str, width: int = 1024, layers: int = 2) -> tf.keras.Model:
+    """A classifier without BatchNormalization, Dropout or metrics, so every strategy runs it.
+
+    Args:
+        model_name: "cnn" (two small convolutions) or "mlp" (`layers` Dense layers of `width`).
+        width: Units of each hidden Dense layer of the MLP.
+        layers: Hidden Dense layers of the MLP.
+
+    Returns:
+        A compiled model (SGD with momentum, sparse categorical cross-entropy on logits).
+    """
+    keras = tf.keras
+    if model_name == "cnn":
+        hidden = [
+            keras.layers.Conv2D(32, 3, activation="relu"),
+            keras.layers.Conv2D(64, 3, activation="relu"),
+            keras.layers.GlobalAveragePooling2D(),
+        ]
+    elif model_name == "mlp":
+        hidden = [keras.layers.Dense(width, activation="relu") for _ in range(layers)]
+    else:
+        raise ValueError(f"Unknown model {model_name!r}; expected one of {list(MODEL_NAMES)}.")
+    model = keras.Sequential(
+        [keras.Input(input_shape(model_name)), *hidden, keras.layers.Dense(NUM_CLASSES)]
+    )
+    model.compile(
+        optimizer=keras.optimizers.SGD(0.001, momentum=0.9),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    return model
+
+
+def synthetic_batch(model_name: str, batch_size: int, seed: int = 0):
+    """One random (features, labels) batch for `model_name`."""
+    generator = tf.random.Generator.from_seed(seed)
+    features = generator.normal((batch_size, *input_shape(model_name)))
+    labels = generator.uniform((batch_size,), maxval=NUM_CLASSES, dtype=tf.int32)
+    return features, labels
+
+
+@contextlib.contextmanager
+def recording_variables() -> Iterator[list[tf.Variable]]:
+    """Records every underlying variable created inside the block.
+
+    Enter it OUTSIDE `strategy.scope()`: the strategy's creator runs first and asks this one for
+    each copy it makes, so a MirroredVariable shows up as its N per-replica variables and a
+    `ReplicaStrategy` parameter as its one variable.
+
+    Yields:
+        The list the created variables are appended to.
+    """
+    created: list[tf.Variable] = []
+
+    def creator(next_creator: Callable[..., tf.Variable], **kwargs) -> tf.Variable:
+        variable = next_creator(**kwargs)
+        created.append(variable)
+        return variable
+
+    with tf.variable_creator_scope(creator):
+        yield created
+
+
+def variable_bytes(variables: Sequence[tf.Variable]) -> int:
+    """Bytes held by `variables`, each distinct variable counted once."""
+    distinct = {id(variable): variable for variable in variables}.values()
+    return sum(variable.shape.num_elements() * variable.dtype.size for variable in distinct)

@@ -1,0 +1,255 @@
+"""The benchmark run: interleaved throughput windows, memory probes, and the written results.
+
+`benchmark.py` turns flags into a `Settings` and calls `run` then `write_outputs`; tests call
+them directly with tiny settings.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import datetime
+import json
+import os
+import pathlib
+import platform
+import random
+import subprocess
+import sys
+
+import tensorflow as tf
+from absl import logging
+
+from benchmarks import contestants as contestants_lib
+from benchmarks import report, workloads
+
+_REPOSITORY = pathlib.Path(__file__).resolve().parent.parent
+MEMORY_CONTESTANTS = (contestants_lib.REPLICA, contestants_lib.MIRRORED)
+# Every workload built, kept until the process ends: freeing two dozen models with live
+# distributed dataset iterators once hung in TensorFlow's iterator teardown (a tf.data thread
+# never finished), after all windows had run. `benchmark.py` exits without that teardown.
+LIVE_WORKLOADS: list = []
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """What to measure and how long.
+
+    Attributes:
+        models: Model names, from `contestants.MODEL_NAMES`.
+        modes: From `workloads.MODES`.
+        device_counts: Logical CPU counts of the data-parallel strategies.
+        contestant_names: Strategies to include, from `contestants.NAMES`.
+        global_batch: Rows per step on every device count; divisible by every count.
+        repetitions: Timed windows per contestant, interleaved.
+        steps_per_window: Steps in each timed window.
+        warmup_steps: Untimed steps per contestant and mode before the first window.
+        seed: Seeds the order of contestants within each repetition.
+        memory_device_counts: Replica counts of the memory probes; empty skips them.
+        memory_width: Units of each Dense layer of the memory probe's MLP.
+        memory_layers: Dense layers of the memory probe's MLP.
+        memory_batch_size: Global batch of the memory probe's two train steps.
+        memory_repetitions: Fresh processes per memory configuration.
+        memory_processes: Memory probes run at the same time (they are not timed).
+    """
+
+    models: tuple[str, ...] = contestants_lib.MODEL_NAMES
+    modes: tuple[str, ...] = workloads.MODES
+    device_counts: tuple[int, ...] = (1, 2, 4)
+    contestant_names: tuple[str, ...] = contestants_lib.NAMES
+    global_batch: int = 256
+    repetitions: int = 10
+    steps_per_window: int = 20
+    warmup_steps: int = 3
+    seed: int = 0
+    memory_device_counts: tuple[int, ...] = (1, 2, 4)
+    memory_width: int = 4096
+    memory_layers: int = 3
+    memory_batch_size: int = 8
+    memory_repetitions: int = 2
+    memory_processes: int = 1
+
+    def validate(self) -> None:
+        """Raises ValueError naming the setting that cannot run."""
+        for count in self.device_counts + self.memory_device_counts:
+            if count < 1:
+                raise ValueError(f"Device counts must be >= 1; received {count}.")
+        uneven = [count for count in self.device_counts if self.global_batch % count]
+        if uneven:
+            raise ValueError(
+                f"global_batch={self.global_batch} does not split evenly on {uneven} devices "
+                "(MirroredStrategy crashes on uneven batches); use a multiple of every count."
+            )
+        unknown = sorted(set(self.models) - set(contestants_lib.MODEL_NAMES))
+        unknown += sorted(set(self.modes) - set(workloads.MODES))
+        if unknown:
+            raise ValueError(
+                f"Unknown models or modes {unknown}; expected models from "
+                f"{list(contestants_lib.MODEL_NAMES)} and modes from {list(workloads.MODES)}."
+            )
+        contestants_lib.contestants(self.device_counts, self.contestant_names)
+
+    @property
+    def max_device_count(self) -> int:
+        return max(self.device_counts)
+
+
+def _failure(error: Exception) -> str:
+    """'failed: <type>: <first line of the message that is not a TF traceback line>'."""
+    lines = [
+        line.strip()
+        for line in str(error).splitlines()
+        if line.strip()
+        and not line.startswith((" ", "\t", "Graph execution error", "Detected at node"))
+    ] or [""]
+    reason = f"{type(error).__name__}: {lines[0]}"
+    return "failed: " + (reason if len(reason) <= 100 else reason[:97] + "...")
+
+
+def _build_workloads(settings: Settings, cells: dict) -> list:
+    """Builds every (model, contestant) and warms every mode up; failures go into `cells`."""
+    tasks = []
+    for model in settings.models:
+        for contestant in contestants_lib.contestants(
+            settings.device_counts, settings.contestant_names
+        ):
+            keys = [(mode, model, contestant.label) for mode in settings.modes]
+            for key in keys:
+                cells[key] = report.Cell(contestant)
+            try:
+                workload = workloads.Workload(contestant, model, settings.global_batch)
+                LIVE_WORKLOADS.append(workload)
+            except Exception as error:  # noqa: BLE001  (a failing contestant fills its cells)
+                logging.warning("%s on %s failed to build: %s", contestant.label, model, error)
+                for key in keys:
+                    cells[key].failed = _failure(error)
+                continue
+            for mode, key in zip(settings.modes, keys, strict=True):
+                try:
+                    workload.time_window(mode, settings.warmup_steps)
+                    tasks.append((workload, mode, cells[key]))
+                except Exception as error:  # noqa: BLE001
+                    logging.warning("%s, %s on %s failed: %s", contestant.label, mode, model, error)
+                    cells[key].failed = _failure(error)
+    return tasks
+
+
+def measure_throughput(settings: Settings) -> dict:
+    """Times every contestant, interleaved: each repetition runs one window of each.
+
+    Returns:
+        {(mode, model, contestant label): report.Cell}.
+    """
+    cells: dict = {}
+    tasks = _build_workloads(settings, cells)
+    order = random.Random(settings.seed)
+    for repetition in range(settings.repetitions):
+        order.shuffle(tasks)  # Noise then hits every contestant alike, in no fixed position.
+        for workload, mode, cell in tasks:
+            if cell.failed:
+                continue
+            try:
+                cell.seconds.append(workload.time_window(mode, settings.steps_per_window))
+            except Exception as error:  # noqa: BLE001
+                cell.failed = _failure(error)
+        logging.info("Repetition %d of %d done.", repetition + 1, settings.repetitions)
+    return cells
+
+
+def run_memory_probe(contestant_name: str, device_count: int, settings: Settings) -> dict:
+    """Runs `memory_probe.py` in a fresh process; returns its result or {"failed": reason}."""
+    command = [
+        sys.executable,
+        "-m",
+        "benchmarks.memory_probe",
+        f"--contestant={contestant_name}",
+        f"--device_count={device_count}",
+        f"--width={settings.memory_width}",
+        f"--layers={settings.memory_layers}",
+        f"--batch_size={settings.memory_batch_size}",
+    ]
+    environment = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    environment["PYTHONPATH"] = os.pathsep.join(
+        filter(None, [str(_REPOSITORY), os.environ.get("PYTHONPATH")])
+    )
+    completed = subprocess.run(
+        command, cwd=_REPOSITORY, env=environment, capture_output=True, text=True, check=False
+    )
+    lines = completed.stdout.strip().splitlines()
+    if completed.returncode != 0 or not lines:
+        errors = completed.stderr.strip().splitlines() or [f"exit code {completed.returncode}"]
+        return {"failed": errors[-1][:120]}
+    return json.loads(lines[-1])
+
+
+def measure_memory(settings: Settings) -> list[dict]:
+    """Peak RSS and variable bytes of ReplicaStrategy and MirroredStrategy per replica count.
+
+    Returns:
+        [{"contestant", "device_count", "runs": [memory_probe results]}].
+    """
+    configurations = [
+        (name, count)
+        for count in settings.memory_device_counts
+        for name in MEMORY_CONTESTANTS
+        if name in settings.contestant_names
+    ]
+    jobs = [config for config in configurations for _ in range(settings.memory_repetitions)]
+    with concurrent.futures.ThreadPoolExecutor(max(1, settings.memory_processes)) as pool:
+        runs = list(pool.map(lambda job: run_memory_probe(*job, settings), jobs))
+    return [
+        {
+            "contestant": name,
+            "device_count": count,
+            "runs": [run for job, run in zip(jobs, runs, strict=True) if job == (name, count)],
+        }
+        for name, count in configurations
+    ]
+
+
+def _cpu_model() -> str:
+    try:
+        for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def run(settings: Settings) -> dict:
+    """Measures throughput, then memory, and returns everything `write_outputs` needs.
+
+    Needs `settings.max_device_count` logical CPUs (`contestants.configure_logical_cpus`).
+    """
+    settings.validate()
+    return {
+        "date": datetime.datetime.now().strftime("%Y-%m-%d %H:%M"),
+        "machine": {
+            "cores": os.cpu_count(),
+            "cpu_model": _cpu_model(),
+            "tensorflow": tf.__version__,
+            "keras": tf.keras.version(),
+        },
+        "settings": dataclasses.asdict(settings),
+        "cells": measure_throughput(settings),
+        "memory": measure_memory(settings) if settings.memory_device_counts else [],
+    }
+
+
+def write_outputs(results: dict, output_dir: pathlib.Path) -> dict[str, pathlib.Path]:
+    """Writes results.json, results.md and (with matplotlib) results.png into `output_dir`.
+
+    Returns:
+        {"json", "markdown"[, "plot"]}: the paths written.
+    """
+    output_dir.mkdir(parents=True, exist_ok=True)
+    paths = {"json": output_dir / "results.json", "markdown": output_dir / "results.md"}
+    paths["json"].write_text(report.to_json(results))
+    paths["markdown"].write_text(report.markdown(results))
+    plot_path = output_dir / "results.png"
+    if report.write_plot(results, plot_path):
+        paths["plot"] = plot_path
+    else:
+        logging.warning("matplotlib is not installed: no plot (pip install matplotlib).")
+    return paths

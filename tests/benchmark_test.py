@@ -1,0 +1,147 @@
+"""Smoke tests of the benchmark (benchmarks/): every contestant measured, every file written.
+
+No timing assertions: the machine is shared, so only the shape of the results is checked.
+"""
+
+import json
+import pathlib
+import tempfile
+
+import virtual_devices  # noqa: F401  (must come first: logical CPUs)
+
+# isort: split
+import tensorflow as tf
+
+import replica_strategy
+from benchmarks import contestants, report, suite, workloads
+
+_DEVICE_COUNTS = (1, 2)
+_TINY = suite.Settings(
+    models=("mlp",),
+    modes=workloads.MODES,
+    device_counts=_DEVICE_COUNTS,
+    global_batch=8,
+    repetitions=2,
+    steps_per_window=1,
+    warmup_steps=1,
+    memory_device_counts=(2,),
+    memory_width=64,
+    memory_layers=1,
+    memory_batch_size=4,
+    memory_repetitions=1,
+    memory_processes=2,
+)
+
+
+class BenchmarkRunTest(tf.test.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.results = suite.run(_TINY)
+
+    @classmethod
+    def tearDownClass(cls):
+        suite.LIVE_WORKLOADS.clear()
+        super().tearDownClass()
+
+    def test_every_contestant_has_a_cell_per_mode(self):
+        labels = [entry.label for entry in contestants.contestants(_DEVICE_COUNTS)]
+        expected = {(mode, "mlp", label) for mode in workloads.MODES for label in labels}
+        self.assertEqual(set(self.results["cells"]), expected)
+        for cell in self.results["cells"].values():
+            # A cell holds one window per repetition, or says why its contestant failed.
+            if cell.failed:
+                self.assertStartsWith(cell.failed, "failed: ")
+            else:
+                self.assertLen(cell.seconds, _TINY.repetitions)
+
+    def test_replica_strategy_runs_every_mode(self):
+        for count in _DEVICE_COUNTS:
+            for mode in workloads.MODES:
+                cell = self.results["cells"][(mode, "mlp", f"ReplicaStrategy x{count}")]
+                self.assertIsNone(cell.failed, msg=f"{mode} on {count} device(s)")
+
+    def test_markdown_has_a_row_per_strategy_and_the_ratio_tables(self):
+        text = report.markdown(self.results)
+        for mode in workloads.MODES:
+            self.assertIn(f"## `{mode}`, mlp: samples/s", text)
+        for name in contestants.NAMES:
+            self.assertIn(f"| {name} |", text)
+        self.assertIn("| fit | mlp | MirroredStrategy |", text)
+        self.assertIn("## Overhead: step time of ReplicaStrategy on 1 device / no strategy", text)
+        self.assertIn("| ReplicaStrategy | 2 |", text)
+        self.assertIn("| MirroredStrategy | 2 |", text)
+
+    def test_memory_probe_counts_one_copy_against_one_per_replica(self):
+        rows = {row["contestant"]: row for row in report.memory_rows(self.results["memory"])}
+        self.assertNotIn("failed", rows["ReplicaStrategy"])
+        self.assertNotIn("failed", rows["MirroredStrategy"])
+        # MirroredStrategy keeps a copy of every weight and slot on each of the 2 replicas.
+        self.assertAllClose(
+            rows["MirroredStrategy"]["variable_mib"],
+            2 * rows["ReplicaStrategy"]["variable_mib"],
+            rtol=0.01,
+        )
+        self.assertGreater(rows["ReplicaStrategy"]["peak_rss_mib"].median, 0)
+
+    def test_write_outputs_writes_json_markdown_and_plot(self):
+        with tempfile.TemporaryDirectory() as directory:
+            paths = suite.write_outputs(self.results, pathlib.Path(directory) / "results")
+            for path in paths.values():
+                self.assertTrue(path.exists(), msg=str(path))
+            raw = json.loads(paths["json"].read_text())
+            self.assertLen(raw["cells"], len(self.results["cells"]))
+            self.assertIn("| ReplicaStrategy |", paths["markdown"].read_text())
+            try:
+                import matplotlib  # noqa: F401
+            except ImportError:
+                self.assertNotIn("plot", paths)
+            else:
+                self.assertGreater(paths["plot"].stat().st_size, 0)
+
+
+class VariableBytesTest(tf.test.TestCase):
+    def _dense_bytes(self, strategy):
+        with contestants.recording_variables() as created, contestants.scope(strategy):
+            tf.keras.layers.Dense(3).build((None, 4))
+        return contestants.variable_bytes(created)
+
+    def test_counts_each_mirrored_copy_and_one_parameter_copy(self):
+        # Dense(4 -> 3): 15 float32 parameters, 60 bytes per copy.
+        devices = virtual_devices.cpus(2)
+        self.assertEqual(self._dense_bytes(None), 60)
+        self.assertEqual(self._dense_bytes(replica_strategy.ReplicaStrategy(devices)), 60)
+        self.assertEqual(self._dense_bytes(tf.distribute.MirroredStrategy(devices)), 120)
+
+
+class SettingsTest(tf.test.TestCase):
+    def test_rejects_a_global_batch_that_does_not_split_evenly(self):
+        settings = suite.Settings(device_counts=(1, 4), global_batch=10)
+        with self.assertRaisesRegex(ValueError, "does not split evenly on \\[4\\] devices"):
+            settings.validate()
+
+    def test_rejects_an_unknown_contestant(self):
+        settings = suite.Settings(contestant_names=("HorovodStrategy",))
+        with self.assertRaisesRegex(ValueError, "Unknown contestants"):
+            settings.validate()
+
+
+class ReportTest(tf.test.TestCase):
+    def test_a_failed_contestant_shows_its_reason_in_its_cell(self):
+        failed = report.Cell(
+            contestants.Contestant("CentralStorageStrategy", 2), failed="failed: x"
+        )
+        cells = {("fit", "mlp", failed.contestant.label): failed}
+        table = report.throughput_table(cells, "fit", "mlp", (1, 2), samples_per_window=8)
+        self.assertIn("| CentralStorageStrategy | – | failed: x |", table)
+
+    def test_paired_ratio_divides_repetition_by_repetition(self):
+        entry = contestants.Contestant("ReplicaStrategy", 1)
+        ratio = report.paired_ratio(
+            report.Cell(entry, [2.0, 6.0, 3.0]), report.Cell(entry, [1.0, 2.0, 3.0])
+        )
+        self.assertEqual((ratio.minimum, ratio.median, ratio.maximum), (1.0, 2.0, 3.0))
+
+
+if __name__ == "__main__":
+    tf.test.main()
