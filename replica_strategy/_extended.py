@@ -167,6 +167,26 @@ class ReplicaExtended(parameter_server_strategy.ParameterServerStrategyExtended)
             for value, destinations in value_destination_pairs
         ]
 
+    def replica_row_fraction(self):
+        """This replica's share of the global batch, n_r / B, inside `strategy.run`.
+
+        Read from the step's first batched input. Outside `run`, or when the step has no
+        batched input, every replica counts the same: 1 / num_replicas_in_sync.
+        """
+        rows = self._rows_per_replica
+        replica_context = distribute_lib.get_replica_context()
+        if (
+            rows is None
+            or replica_context is None
+            or replica_context.strategy is not self._container_strategy()
+        ):
+            return 1.0 / self._num_replicas_in_sync
+        replica_id = tensor_util.constant_value(replica_context.replica_id_in_sync_group)
+        if all(isinstance(count, int) for count in rows):
+            return rows[replica_id] / max(sum(rows), 1)
+        counts = [math_ops.cast(count, "float32") for count in rows]
+        return math_ops.div_no_nan(counts[replica_id], math_ops.add_n(counts))
+
     def _without_empty_replicas(self, value):
         """Replaces what replicas with no rows computed by zeros, so they add nothing.
 
@@ -176,7 +196,7 @@ class ReplicaExtended(parameter_server_strategy.ParameterServerStrategyExtended)
         an empty replica or its row counts are only known at run time.
         """
         rows = self._rows_per_replica
-        if rows is None:
+        if rows is None or all(isinstance(count, int) and count > 0 for count in rows):
             return value
         leaves = nest.flatten(value)
         replica_leaves = [
@@ -264,7 +284,8 @@ class ReplicaExtended(parameter_server_strategy.ParameterServerStrategyExtended)
 def _rows_per_replica(structure, num_replicas):
     """Each replica's row count in the first batched per-replica input of `structure`.
 
-    Returns None when no input is batched, or when every replica is known to have rows.
+    Returns None when no input is batched; else a list of ints (static shapes) or of int64
+    scalar tensors (row counts known only at run time).
     """
     for leaf in nest.flatten(structure):
         if not isinstance(leaf, values.PerReplica) or len(leaf.values) != num_replicas:
@@ -274,7 +295,7 @@ def _rows_per_replica(structure, num_replicas):
             continue
         static_rows = [part.shape[0] for part in parts]
         if all(rows is not None for rows in static_rows):
-            return None if min(static_rows) > 0 else static_rows
+            return static_rows
         rows = []
         for part in parts:
             with ops.device(part.device):

@@ -352,12 +352,70 @@ def _compile_in_scope(model, strategy) -> None:
     compile_outside_scope = model.compile
 
     @functools.wraps(compile_outside_scope)
-    def compile(*args, **kwargs):  # noqa: A001
+    def compile(optimizer="rmsprop", *args, **kwargs):  # noqa: A001
         with strategy.scope():
-            return compile_outside_scope(*args, **kwargs)
+            optimizer = _optimizer_in_scope(optimizer, strategy)
+            result = compile_outside_scope(optimizer, *args, **kwargs)
+        _weight_replica_losses_by_rows(model, strategy)
+        return result
 
     # object.__setattr__: a method is not state Keras should track or save.
     object.__setattr__(model, "compile", compile)
+
+
+def _optimizer_in_scope(optimizer, strategy):
+    """Re-creates an optimizer made outside the strategy's scope (legacy code does), unbuilt.
+
+    Keras 3 optimizers remember the strategy they were created under and build their slots
+    through it; one from outside the scope cannot build slots for the strategy's variables.
+    """
+    import keras  # noqa: PLC0415
+
+    if not isinstance(optimizer, keras.optimizers.Optimizer):
+        return optimizer
+    if getattr(optimizer, "_distribution_strategy", strategy) is strategy:
+        return optimizer
+    if optimizer.built:
+        raise ValueError(
+            f"The optimizer {optimizer.name!r} was created and used outside the parallel "
+            "model's strategy, so its state cannot move there. Pass a new optimizer (or its "
+            "name) to `compile`."
+        )
+    return keras.optimizers.deserialize(keras.optimizers.serialize(optimizer))
+
+
+_MEAN_REDUCTIONS = ("sum_over_batch_size", "mean")
+
+
+def _weight_replica_losses_by_rows(model, strategy) -> None:
+    """Makes the gradient of an uneven split the single-device gradient, as the legacy model's.
+
+    Keras averages each replica's loss over its own n_r rows and weights it 1/N; on uneven
+    splits that over-weights the rows of short replicas. Scaling replica r's loss, for the
+    gradient only, by N * n_r / B weights every row 1/B: the sum over replicas is the mean
+    over the whole batch. Even splits are unchanged (the factor is 1); the reported loss and
+    metrics were already exact. Applies when every compiled loss averages over the batch.
+    """
+    optimizer = getattr(model, "optimizer", None)
+    if optimizer is None or not hasattr(optimizer, "scale_loss"):
+        return
+    scale_loss = optimizer.scale_loss
+
+    def scale_loss_by_rows(loss):
+        loss = scale_loss(loss)
+        if not _every_loss_averages_over_the_batch(model):
+            return loss
+        factor = strategy.num_replicas_in_sync * strategy.extended.replica_row_fraction()
+        return loss * tf.cast(factor, loss.dtype)
+
+    object.__setattr__(optimizer, "scale_loss", scale_loss_by_rows)
+
+
+def _every_loss_averages_over_the_batch(model) -> bool:
+    compile_loss = getattr(model, "_compile_loss", None)
+    flat_losses = getattr(compile_loss, "_flat_losses", None) or []
+    reductions = [getattr(entry[1], "reduction", None) for entry in flat_losses]
+    return bool(reductions) and all(reduction in _MEAN_REDUCTIONS for reduction in reductions)
 
 
 def _load_weights_in_scope(model, strategy) -> None:

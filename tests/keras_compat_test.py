@@ -68,6 +68,36 @@ class MultiGpuModelLegacySuiteTest(tf.test.TestCase, parameterized.TestCase):
         _assert_same_weights(self, template, reference, atol=1e-5)
         self.assertLen(parallel.distribute_strategy.extended.worker_devices, len(gpus))
 
+    @parameterized.named_parameters(
+        ("ten_on_three", 3, 10),  # 4, 4, 2 rows.
+        ("ten_on_four", 4, 10),  # 3, 3, 3, 1 rows.
+        ("last_partial_batch", 4, 12),  # 12, 12, then 8 rows: 3, 3, 2, 0 -- an empty replica.
+    )
+    def test_uneven_splits_train_exactly_like_one_device(self, num_devices, batch_size):
+        # As the legacy model (one loss over the concatenated batch): every row weighs 1/B in
+        # the gradient, however unevenly the batch splits.
+        x, y = _regression_data(rows=32)
+        template, reference = _sequential(), _sequential()
+        parallel = multi_gpu_model(template, gpus=virtual_devices.cpus(num_devices))
+        parallel.compile(loss="mse", optimizer=keras.optimizers.SGD(0.05))
+        reference.compile(loss="mse", optimizer=keras.optimizers.SGD(0.05))
+        history = parallel.fit(x, y, epochs=2, batch_size=batch_size, shuffle=False, verbose=0)
+        expected = reference.fit(x, y, epochs=2, batch_size=batch_size, shuffle=False, verbose=0)
+        self.assertAllClose(history.history["loss"], expected.history["loss"], atol=1e-5)
+        _assert_same_weights(self, template, reference, atol=1e-5)
+
+    def test_optimizer_created_outside_the_scope_is_accepted(self):
+        # Legacy code builds its optimizer object before `compile`, outside any strategy.
+        x, y = _regression_data()
+        template, reference = _sequential(), _sequential()
+        parallel = multi_gpu_model(template, gpus=virtual_devices.cpus(2))
+        parallel.compile(loss="mse", optimizer=keras.optimizers.RMSprop(learning_rate=0.01))
+        reference.compile(loss="mse", optimizer=keras.optimizers.RMSprop(learning_rate=0.01))
+        parallel.fit(x, y, epochs=1, batch_size=8, shuffle=False, verbose=0)
+        reference.fit(x, y, epochs=1, batch_size=8, shuffle=False, verbose=0)
+        self.assertAllClose(float(parallel.optimizer.learning_rate), 0.01)
+        _assert_same_weights(self, template, reference, atol=1e-5)
+
     def test_two_inputs_two_outputs_keep_names(self):
         # Legacy case 2.
         template = _two_inputs_two_outputs()
