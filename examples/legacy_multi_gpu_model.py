@@ -25,6 +25,7 @@ import tensorflow as tf  # noqa: E402
 from absl import app  # noqa: E402
 
 from examples import common  # noqa: E402
+from replica_strategy import multi_gpu_model  # noqa: E402
 
 DEFAULT_MODEL_DIR = os.path.join("runs", "legacy_multi_gpu_model")
 NUM_CLASSES = 10
@@ -66,8 +67,6 @@ def train(
     Returns:
       A `LegacyResult`.
     """
-    from replica_strategy.keras_compat import multi_gpu_model
-
     keras.utils.set_random_seed(seed)
     # Instantiate the base model (or "template" model) on the CPU, so that its weights are
     # hosted in CPU memory and shared by every replica.
@@ -83,11 +82,9 @@ def train(
         )
     # Replicates the model on the devices (GPUs, or logical CPUs on a machine without any).
     parallel_model = multi_gpu_model(model, gpus=devices or common.default_devices())
-    # An optimizer object must be created in the strategy's scope (a string such as "rmsprop"
-    # would be, by `compile`).
-    with parallel_model.distribute_strategy.scope():
-        optimizer = keras.optimizers.RMSprop(learning_rate)
-    parallel_model.compile(loss="categorical_crossentropy", optimizer=optimizer)
+    parallel_model.compile(
+        loss="categorical_crossentropy", optimizer=keras.optimizers.RMSprop(learning_rate)
+    )
     # Generate dummy data.
     generator = np.random.default_rng(seed)
     x = generator.random((num_samples, image_size, image_size, 3), dtype=np.float32)
