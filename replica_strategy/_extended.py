@@ -138,7 +138,21 @@ class ReplicaExtended(parameter_server_strategy.ParameterServerStrategyExtended)
 
     def _reduce_to(self, reduce_op, value, destinations, options):
         value = self._without_empty_replicas(value)
+        return self._reduce_present_rows(reduce_op, value, destinations, options)
 
+    def _batch_reduce_to(self, reduce_op, value_destination_pairs, options):
+        # Masks every value in one pass: one branch per replica, whatever the number of values.
+        values_to_reduce = self._without_empty_replicas(
+            [value for value, _ in value_destination_pairs]
+        )
+        return [
+            self._reduce_present_rows(reduce_op, value, destinations, options)
+            for value, (_, destinations) in zip(
+                values_to_reduce, value_destination_pairs, strict=True
+            )
+        ]
+
+    def _reduce_present_rows(self, reduce_op, value, destinations, options):
         def reduce_one(leaf):
             if not isinstance(leaf, values.DistributedValues):
                 return cross_device_ops_lib.reduce_non_distributed_value(
@@ -151,21 +165,6 @@ class ReplicaExtended(parameter_server_strategy.ParameterServerStrategyExtended)
             )
 
         return nest.map_structure(reduce_one, value)
-
-    def _batch_reduce_to(self, reduce_op, value_destination_pairs, options):
-        reduced_values = self._without_empty_replicas(
-            [value for value, _ in value_destination_pairs]
-        )
-        value_destination_pairs = [
-            (value, destinations)
-            for value, (_, destinations) in zip(
-                reduced_values, value_destination_pairs, strict=True
-            )
-        ]
-        return [
-            self._reduce_to(reduce_op, value, destinations, options)
-            for value, destinations in value_destination_pairs
-        ]
 
     def replica_row_fraction(self):
         """This replica's share of the global batch, n_r / B, inside `strategy.run`.
