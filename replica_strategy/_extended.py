@@ -60,7 +60,7 @@ class ReplicaExtended(parameter_server_strategy.ParameterServerStrategyExtended)
         )
         # Keeps the last partial batch of a dataset instead of dropping it.
         self.experimental_enable_get_next_as_optional = True
-        # Rows each replica holds in the `run` under way (None: unknown, or none are empty).
+        # Rows each replica holds in the `run` under way (None: the step has no batched input).
         self._rows_per_replica = None
 
     # -- replicas ------------------------------------------------------------------------------
