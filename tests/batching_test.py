@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from replica_strategy import batching
 
-import virtual_devices  # noqa: F401  (must come first: logical CPUs)
+import virtual_devices  # noqa: F401  (splits the CPU into logical devices on import)
 
 _SETTINGS = hypothesis.settings(max_examples=150, deadline=None, derandomize=True)
 

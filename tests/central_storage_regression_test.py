@@ -8,7 +8,7 @@ test can see the defect.
 
 import functools
 
-import virtual_devices  # noqa: F401  (must come first: logical CPUs)
+import virtual_devices  # noqa: F401  (splits the CPU into logical devices on import)
 
 # isort: split
 import keras

@@ -14,7 +14,7 @@ import functools
 import importlib.util
 import itertools
 
-import virtual_devices  # noqa: F401  (must come first: logical CPUs)
+import virtual_devices  # noqa: F401  (splits the CPU into logical devices on import)
 
 # isort: split
 import numpy as np

@@ -5,7 +5,7 @@ from absl.testing import parameterized
 
 from replica_strategy import devices
 
-import virtual_devices  # noqa: F401  (must come first: logical CPUs)
+import virtual_devices  # noqa: F401  (splits the CPU into logical devices on import)
 
 
 class ResolveDevicesTest(tf.test.TestCase, parameterized.TestCase):

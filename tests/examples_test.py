@@ -2,7 +2,7 @@
 
 import os
 
-import virtual_devices  # noqa: F401  (must come first: logical CPUs)
+import virtual_devices  # noqa: F401  (splits the CPU into logical devices on import)
 
 # isort: split
 import keras

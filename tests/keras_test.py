@@ -6,7 +6,8 @@ Oracles: the same model trained with no strategy, and MirroredStrategy on the sa
 import os
 import tempfile
 
-import virtual_devices  # noqa: F401  (must come first: logical CPUs)
+import keras_testing
+import virtual_devices
 
 # isort: split
 
@@ -47,40 +48,18 @@ def _mlp(*extra_layers, optimizer=None, metrics=("mae",)):
     return model
 
 
-def _mirrored(num_replicas):
-    # ReductionToOneDevice: several MirroredStrategy objects in one process would otherwise
-    # share collective-op instance keys and abort each other ("Shape mismatch in the collective").
-    return tf.distribute.MirroredStrategy(
-        virtual_devices.cpus(num_replicas), cross_device_ops=tf.distribute.ReductionToOneDevice()
-    )
-
-
-def _in_scope(strategy, build, *args, **kwargs):
-    if strategy is None:
-        return build(*args, **kwargs)
-    with strategy.scope():
-        return build(*args, **kwargs)
-
-
-def _max_weight_difference(first, second):
-    return max(
-        float(np.abs(a - b).max())
-        for a, b in zip(first.get_weights(), second.get_weights(), strict=True)
-    )
-
-
 class KerasFitEvaluatePredictTest(tf.test.TestCase, parameterized.TestCase):
     @parameterized.named_parameters(("one_replica", 1), ("two_replicas", 2), ("four_replicas", 4))
     def test_numpy_fit_evaluate_predict_match_single_device(self, num_replicas):
         # Batch 8 splits evenly on 1, 2 and 4 replicas: identical weights, losses and metrics.
         x, y = _data()
         reference = _mlp()
-        model = _in_scope(ReplicaStrategy(virtual_devices.cpus(num_replicas)), _mlp)
+        model = keras_testing.in_scope(ReplicaStrategy(virtual_devices.cpus(num_replicas)), _mlp)
         expected = reference.fit(x, y, batch_size=8, epochs=2, verbose=0).history
         history = model.fit(x, y, batch_size=8, epochs=2, verbose=0).history
         for key in expected:
             self.assertAllClose(history[key], expected[key], atol=1e-5, msg=key)
-        self.assertLess(_max_weight_difference(model, reference), 1e-5)
+        self.assertLess(keras_testing.max_weight_difference(model, reference), 1e-5)
         self.assertAllClose(
             model.evaluate(x, y, batch_size=8, verbose=0, return_dict=True),
             reference.evaluate(x, y, batch_size=8, verbose=0, return_dict=True),
@@ -94,7 +73,7 @@ class KerasFitEvaluatePredictTest(tf.test.TestCase, parameterized.TestCase):
         validation = tf.data.Dataset.from_tensor_slices((x[40:], y[40:])).batch(4)
         histories = []
         for strategy in (None, ReplicaStrategy(virtual_devices.cpus(2))):
-            model = _in_scope(strategy, _mlp)
+            model = keras_testing.in_scope(strategy, _mlp)
             model.compile(
                 optimizer=keras.optimizers.SGD(0.05),
                 loss="mse",
@@ -117,7 +96,7 @@ class KerasFitEvaluatePredictTest(tf.test.TestCase, parameterized.TestCase):
         # Reported loss and metrics weigh every row once, whatever the split.
         x, y = _data()
         reference = _mlp()
-        model = _in_scope(ReplicaStrategy(virtual_devices.cpus(num_replicas)), _mlp)
+        model = keras_testing.in_scope(ReplicaStrategy(virtual_devices.cpus(num_replicas)), _mlp)
         self.assertAllClose(
             model.evaluate(x, y, batch_size=batch_size, verbose=0, return_dict=True),
             reference.evaluate(x, y, batch_size=batch_size, verbose=0, return_dict=True),
@@ -133,7 +112,7 @@ class KerasFitEvaluatePredictTest(tf.test.TestCase, parameterized.TestCase):
         # loss of the weights before the update, which must equal the single-device loss.
         x, y = _data(10)
         reference = _mlp()
-        model = _in_scope(ReplicaStrategy(virtual_devices.cpus(3)), _mlp)
+        model = keras_testing.in_scope(ReplicaStrategy(virtual_devices.cpus(3)), _mlp)
         expected = reference.train_on_batch(x, y, return_dict=True)
         self.assertAllClose(model.train_on_batch(x, y, return_dict=True), expected, atol=1e-5)
 
@@ -144,9 +123,9 @@ class KerasFitEvaluatePredictTest(tf.test.TestCase, parameterized.TestCase):
         weights = []
         for strategy in (
             ReplicaStrategy(virtual_devices.cpus(2)),
-            _mirrored(2),
+            virtual_devices.mirrored_strategy(2),
         ):
-            model = _in_scope(strategy, _mlp)
+            model = keras_testing.in_scope(strategy, _mlp)
             model.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0)
             weights.append(model.get_weights())
         for ours, mirrored in zip(*weights, strict=True):
@@ -159,8 +138,8 @@ class KerasFitEvaluatePredictTest(tf.test.TestCase, parameterized.TestCase):
         # (multi_gpu_model's models split these batches: see keras_compat_test.)
         x, y = _data(5)
         reference = _mlp()
-        model = _in_scope(ReplicaStrategy(virtual_devices.cpus(2)), _mlp)
-        mirrored = _in_scope(_mirrored(2), _mlp)
+        model = keras_testing.in_scope(ReplicaStrategy(virtual_devices.cpus(2)), _mlp)
+        mirrored = keras_testing.in_scope(virtual_devices.mirrored_strategy(2), _mlp)
         self.assertAllClose(
             model.test_on_batch(x, y, return_dict=True),
             reference.test_on_batch(x, y, return_dict=True),
@@ -171,7 +150,7 @@ class KerasFitEvaluatePredictTest(tf.test.TestCase, parameterized.TestCase):
             reference.train_on_batch(x, y, return_dict=True),
             atol=1e-5,
         )
-        self.assertLess(_max_weight_difference(model, reference), 1e-5)
+        self.assertLess(keras_testing.max_weight_difference(model, reference), 1e-5)
         mirrored.set_weights(model.get_weights())
         self.assertAllClose(model.predict_on_batch(x), mirrored.predict_on_batch(x), atol=1e-5)
         self.assertAllClose(model.predict_on_batch(x)[:5], reference.predict_on_batch(x), atol=1e-5)
@@ -184,9 +163,9 @@ class KerasStatefulLayersTest(tf.test.TestCase, parameterized.TestCase):
         weights = []
         for strategy in (
             ReplicaStrategy(virtual_devices.cpus(2)),
-            _mirrored(2),
+            virtual_devices.mirrored_strategy(2),
         ):
-            model = _in_scope(strategy, _mlp, keras.layers.BatchNormalization())
+            model = keras_testing.in_scope(strategy, _mlp, keras.layers.BatchNormalization())
             model.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0)
             weights.append(model.get_weights())
         for ours, mirrored in zip(*weights, strict=True):
@@ -196,18 +175,20 @@ class KerasStatefulLayersTest(tf.test.TestCase, parameterized.TestCase):
         # Synchronized statistics are the global batch's: the run equals one device's.
         x, y = _data(32)
         reference = _mlp(keras.layers.BatchNormalization(synchronized=True))
-        model = _in_scope(
+        model = keras_testing.in_scope(
             ReplicaStrategy(virtual_devices.cpus(2)),
             _mlp,
             keras.layers.BatchNormalization(synchronized=True),
         )
         reference.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0)
         model.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0)
-        self.assertLess(_max_weight_difference(model, reference), 1e-5)
+        self.assertLess(keras_testing.max_weight_difference(model, reference), 1e-5)
 
     def test_dropout_trains_and_is_off_in_inference(self):
         x, y = _data(32)
-        model = _in_scope(ReplicaStrategy(virtual_devices.cpus(2)), _mlp, keras.layers.Dropout(0.5))
+        model = keras_testing.in_scope(
+            ReplicaStrategy(virtual_devices.cpus(2)), _mlp, keras.layers.Dropout(0.5)
+        )
         history = model.fit(x, y, batch_size=8, epochs=2, verbose=0).history
         self.assertTrue(np.all(np.isfinite(history["loss"])))
         self.assertAllClose(model.predict(x, batch_size=8, verbose=0), model(x), atol=1e-5)
@@ -226,10 +207,10 @@ class KerasStatefulLayersTest(tf.test.TestCase, parameterized.TestCase):
             return model
 
         reference = build()
-        model = _in_scope(ReplicaStrategy(virtual_devices.cpus(2)), build)
+        model = keras_testing.in_scope(ReplicaStrategy(virtual_devices.cpus(2)), build)
         reference.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0)
         model.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0)
-        self.assertLess(_max_weight_difference(model, reference), 1e-5)
+        self.assertLess(keras_testing.max_weight_difference(model, reference), 1e-5)
 
     def test_mixed_float16_matches_mirrored_strategy(self):
         # The LossScaleOptimizer writes its counters inside tf.cond in replica context; the loss
@@ -237,13 +218,13 @@ class KerasStatefulLayersTest(tf.test.TestCase, parameterized.TestCase):
         x, y = _data(32)
         keras.mixed_precision.set_global_policy("mixed_float16")
         self.addCleanup(keras.mixed_precision.set_global_policy, "float32")
-        reference = _in_scope(_mirrored(2), _mlp)
-        model = _in_scope(ReplicaStrategy(virtual_devices.cpus(2)), _mlp)
+        reference = keras_testing.in_scope(virtual_devices.mirrored_strategy(2), _mlp)
+        model = keras_testing.in_scope(ReplicaStrategy(virtual_devices.cpus(2)), _mlp)
         self.assertIsInstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
         expected = reference.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0)
         history = model.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0)
         self.assertAllClose(history.history["loss"], expected.history["loss"], atol=1e-6)
-        self.assertLess(_max_weight_difference(model, reference), 1e-6)
+        self.assertLess(keras_testing.max_weight_difference(model, reference), 1e-6)
         for ours, theirs in zip(model.optimizer.variables, reference.optimizer.variables):
             self.assertAllClose(ours, theirs)
 
@@ -259,9 +240,11 @@ class KerasStatefulLayersTest(tf.test.TestCase, parameterized.TestCase):
         weights = []
         for strategy in (
             ReplicaStrategy(virtual_devices.cpus(2)),
-            _mirrored(2),
+            virtual_devices.mirrored_strategy(2),
         ):
-            model = _in_scope(strategy, _mlp, optimizer=keras.optimizers.SGD(0.1, **options))
+            model = keras_testing.in_scope(
+                strategy, _mlp, optimizer=keras.optimizers.SGD(0.1, **options)
+            )
             model.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0)
             weights.append(model.get_weights())
         for ours, mirrored in zip(*weights, strict=True):
@@ -273,7 +256,7 @@ class KerasCallbacksTest(tf.test.TestCase):
         x, y = _data(32)
         directory = self.get_temp_dir()
         checkpoint = os.path.join(directory, "best.keras")
-        model = _in_scope(ReplicaStrategy(virtual_devices.cpus(2)), _mlp)
+        model = keras_testing.in_scope(ReplicaStrategy(virtual_devices.cpus(2)), _mlp)
         history = model.fit(
             x,
             y,
@@ -301,7 +284,7 @@ class KerasCallbacksTest(tf.test.TestCase):
             self.skipTest("TensorBoard is not installed (tf.summary needs it).")
         x, y = _data(16)
         logs = os.path.join(self.get_temp_dir(), "logs")
-        model = _in_scope(ReplicaStrategy(virtual_devices.cpus(2)), _mlp)
+        model = keras_testing.in_scope(ReplicaStrategy(virtual_devices.cpus(2)), _mlp)
         model.fit(x, y, batch_size=8, verbose=0, callbacks=[keras.callbacks.TensorBoard(logs)])
         self.assertNotEmpty(tf.io.gfile.listdir(logs))
 
@@ -315,7 +298,7 @@ class KerasCallbacksTest(tf.test.TestCase):
                     raise RuntimeError("interrupted")
 
         strategy = ReplicaStrategy(virtual_devices.cpus(2))
-        model = _in_scope(strategy, _mlp)
+        model = keras_testing.in_scope(strategy, _mlp)
         with self.assertRaisesRegex(RuntimeError, "interrupted"):
             model.fit(
                 x,
@@ -325,9 +308,9 @@ class KerasCallbacksTest(tf.test.TestCase):
                 verbose=0,
                 callbacks=[keras.callbacks.BackupAndRestore(backup), InterruptAtEpoch()],
             )
-        resumed = _in_scope(strategy, _mlp)
+        resumed = keras_testing.in_scope(strategy, _mlp)
         # Restoring assigns variables: in the scope for now (test_load_weights_outside_scope).
-        history = _in_scope(
+        history = keras_testing.in_scope(
             strategy,
             resumed.fit,
             x,
@@ -351,29 +334,31 @@ class KerasSavingTest(tf.test.TestCase, parameterized.TestCase):
         path = os.path.join(self.get_temp_dir(), filename)
         strategy = ReplicaStrategy(virtual_devices.cpus(2))
         for writer, reader in ((strategy, None), (None, strategy)):
-            model = _in_scope(writer, _mlp)
+            model = keras_testing.in_scope(writer, _mlp)
             model.fit(x, y, batch_size=8, epochs=1, verbose=0)
             if filename.endswith(".weights.h5"):
                 model.save_weights(path)
-                loaded = _in_scope(reader, _mlp)
-                _in_scope(reader, loaded.load_weights, path)
+                loaded = keras_testing.in_scope(reader, _mlp)
+                keras_testing.in_scope(reader, loaded.load_weights, path)
             else:
                 model.save(path)
                 # compile=False: Keras cannot read back the compiled metrics of an .h5 file
                 # (with or without a strategy).
-                loaded = _in_scope(reader, keras.models.load_model, path, compile=False)
-            self.assertLess(_max_weight_difference(loaded, model), 1e-7)
+                loaded = keras_testing.in_scope(
+                    reader, keras.models.load_model, path, compile=False
+                )
+            self.assertLess(keras_testing.max_weight_difference(loaded, model), 1e-7)
             self.assertAllClose(loaded.predict(x, verbose=0), model(x), atol=1e-6)
 
     def test_load_weights_outside_scope(self):
         path = os.path.join(self.get_temp_dir(), "outside.weights.h5")
         _mlp().save_weights(path)
-        model = _in_scope(ReplicaStrategy(virtual_devices.cpus(2)), _mlp)
+        model = keras_testing.in_scope(ReplicaStrategy(virtual_devices.cpus(2)), _mlp)
         model.load_weights(path)
 
     def test_export_saved_model_loads_without_strategy(self):
         x, _ = _data(16)
-        model = _in_scope(ReplicaStrategy(virtual_devices.cpus(2)), _mlp)
+        model = keras_testing.in_scope(ReplicaStrategy(virtual_devices.cpus(2)), _mlp)
         path = os.path.join(tempfile.mkdtemp(dir=self.get_temp_dir()), "exported")
         model.export(path, verbose=False)
         restored = tf.saved_model.load(path)

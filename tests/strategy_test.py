@@ -10,7 +10,7 @@ from absl.testing import parameterized
 import replica_strategy
 from replica_strategy._variables import ParameterVariable
 
-import virtual_devices  # noqa: F401  (must come first: logical CPUs)
+import virtual_devices  # noqa: F401  (splits the CPU into logical devices on import)
 
 _REPLICA_COUNTS = (
     ("one_replica", 1),

@@ -5,7 +5,8 @@ tf_keras is imported directly, alongside Keras 3, so no TF_USE_LEGACY_KERAS is n
 
 import os
 
-import virtual_devices  # noqa: F401  (must come first: logical CPUs)
+import keras_testing
+import virtual_devices
 
 # isort: split
 
@@ -40,38 +41,16 @@ def _mlp(*extra_layers, optimizer=None):
     return model
 
 
-def _mirrored(num_replicas):
-    # ReductionToOneDevice: several MirroredStrategy objects in one process would otherwise
-    # share collective-op instance keys and abort each other ("Shape mismatch in the collective").
-    return tf.distribute.MirroredStrategy(
-        virtual_devices.cpus(num_replicas), cross_device_ops=tf.distribute.ReductionToOneDevice()
-    )
-
-
-def _in_scope(strategy, build, *args, **kwargs):
-    if strategy is None:
-        return build(*args, **kwargs)
-    with strategy.scope():
-        return build(*args, **kwargs)
-
-
-def _max_weight_difference(first, second):
-    return max(
-        float(np.abs(a - b).max())
-        for a, b in zip(first.get_weights(), second.get_weights(), strict=True)
-    )
-
-
 class TfKerasUnderScopeTest(tf.test.TestCase, parameterized.TestCase):
     @parameterized.named_parameters(("two_replicas", 2), ("four_replicas", 4))
     def test_fit_evaluate_predict_match_single_device(self, num_replicas):
         x, y = _data()
         reference = _mlp()
-        model = _in_scope(ReplicaStrategy(virtual_devices.cpus(num_replicas)), _mlp)
+        model = keras_testing.in_scope(ReplicaStrategy(virtual_devices.cpus(num_replicas)), _mlp)
         expected = reference.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0).history
         history = model.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0).history
         self.assertAllClose(history, expected, atol=1e-5)
-        self.assertLess(_max_weight_difference(model, reference), 1e-5)
+        self.assertLess(keras_testing.max_weight_difference(model, reference), 1e-5)
         # Uneven evaluation and prediction batches (7 rows on N replicas) are exact.
         self.assertAllClose(
             model.evaluate(x, y, batch_size=7, verbose=0, return_dict=True),
@@ -86,8 +65,8 @@ class TfKerasUnderScopeTest(tf.test.TestCase, parameterized.TestCase):
         validation = tf.data.Dataset.from_tensor_slices((x[32:], y[32:])).batch(3)
         histories = []
         for strategy in (None, ReplicaStrategy(virtual_devices.cpus(2))):
-            model = _in_scope(strategy, _mlp)
-            _in_scope(
+            model = keras_testing.in_scope(strategy, _mlp)
+            keras_testing.in_scope(
                 strategy,
                 model.compile,
                 optimizer=tf_keras.optimizers.SGD(0.05),
@@ -103,21 +82,21 @@ class TfKerasUnderScopeTest(tf.test.TestCase, parameterized.TestCase):
     def test_on_batch_methods_split_and_match_single_device(self):
         x, y = _data(5)  # 3, 2 on two replicas.
         reference = _mlp()
-        model = _in_scope(ReplicaStrategy(virtual_devices.cpus(2)), _mlp)
+        model = keras_testing.in_scope(ReplicaStrategy(virtual_devices.cpus(2)), _mlp)
         self.assertAllClose(model.predict_on_batch(x), reference.predict_on_batch(x), atol=1e-5)
         self.assertAllClose(model.test_on_batch(x, y), reference.test_on_batch(x, y), atol=1e-5)
         x, y = _data(6)
         self.assertAllClose(model.train_on_batch(x, y), reference.train_on_batch(x, y), atol=1e-5)
-        self.assertLess(_max_weight_difference(model, reference), 1e-5)
+        self.assertLess(keras_testing.max_weight_difference(model, reference), 1e-5)
 
     def test_batch_normalization_matches_mirrored_strategy(self):
         x, y = _data()
         weights = []
         for strategy in (
             ReplicaStrategy(virtual_devices.cpus(2)),
-            _mirrored(2),
+            virtual_devices.mirrored_strategy(2),
         ):
-            model = _in_scope(strategy, _mlp, tf_keras.layers.BatchNormalization())
+            model = keras_testing.in_scope(strategy, _mlp, tf_keras.layers.BatchNormalization())
             model.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0)
             weights.append(model.get_weights())
         for ours, mirrored in zip(*weights, strict=True):
@@ -131,10 +110,10 @@ class TfKerasUnderScopeTest(tf.test.TestCase, parameterized.TestCase):
             return _mlp(optimizer=tf_keras.optimizers.SGD(0.1, clipnorm=0.05))
 
         reference = build()
-        model = _in_scope(ReplicaStrategy(virtual_devices.cpus(2)), build)
+        model = keras_testing.in_scope(ReplicaStrategy(virtual_devices.cpus(2)), build)
         reference.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0)
         model.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0)
-        self.assertLess(_max_weight_difference(model, reference), 1e-5)
+        self.assertLess(keras_testing.max_weight_difference(model, reference), 1e-5)
 
     def test_mixed_float16_after_registration(self):
         register_tf_keras()
@@ -145,13 +124,13 @@ class TfKerasUnderScopeTest(tf.test.TestCase, parameterized.TestCase):
         # Oracle: MirroredStrategy. Each replica's loss is scaled by 1/N before loss scaling,
         # so whether float16 gradients overflow (and a step is skipped) can differ from one
         # device; it must not differ from MirroredStrategy.
-        reference = _in_scope(_mirrored(2), _mlp)
-        model = _in_scope(ReplicaStrategy(virtual_devices.cpus(2)), _mlp)
+        reference = keras_testing.in_scope(virtual_devices.mirrored_strategy(2), _mlp)
+        model = keras_testing.in_scope(ReplicaStrategy(virtual_devices.cpus(2)), _mlp)
         self.assertIsInstance(model.optimizer, tf_keras.mixed_precision.LossScaleOptimizer)
         # One step: the same update as MirroredStrategy, up to float16 rounding.
         reference.train_on_batch(x[:8], y[:8])
         model.train_on_batch(x[:8], y[:8])
-        self.assertLess(_max_weight_difference(model, reference), 1e-3)
+        self.assertLess(keras_testing.max_weight_difference(model, reference), 1e-3)
         history = model.fit(x, y, batch_size=8, shuffle=False, verbose=0).history
         self.assertTrue(np.all(np.isfinite(history["loss"])))
 
@@ -159,7 +138,7 @@ class TfKerasUnderScopeTest(tf.test.TestCase, parameterized.TestCase):
         register_tf_keras()
         x, y = _data()
         backup = os.path.join(self.get_temp_dir(), "backup")
-        model = _in_scope(ReplicaStrategy(virtual_devices.cpus(2)), _mlp)
+        model = keras_testing.in_scope(ReplicaStrategy(virtual_devices.cpus(2)), _mlp)
         history = model.fit(
             x,
             y,
@@ -180,16 +159,16 @@ class TfKerasUnderScopeTest(tf.test.TestCase, parameterized.TestCase):
         path = os.path.join(self.get_temp_dir(), filename)
         strategy = ReplicaStrategy(virtual_devices.cpus(2))
         for writer, reader in ((strategy, None), (None, strategy)):
-            model = _in_scope(writer, _mlp)
+            model = keras_testing.in_scope(writer, _mlp)
             model.fit(x, y, batch_size=8, verbose=0)
-            _in_scope(writer, model.save, path)
-            loaded = _in_scope(reader, tf_keras.models.load_model, path)
-            self.assertLess(_max_weight_difference(loaded, model), 1e-7)
+            keras_testing.in_scope(writer, model.save, path)
+            loaded = keras_testing.in_scope(reader, tf_keras.models.load_model, path)
+            self.assertLess(keras_testing.max_weight_difference(loaded, model), 1e-7)
             weights_path = os.path.join(self.get_temp_dir(), "weights.h5")
             model.save_weights(weights_path)
-            fresh = _in_scope(reader, _mlp)
-            _in_scope(reader, fresh.load_weights, weights_path)
-            self.assertLess(_max_weight_difference(fresh, model), 1e-7)
+            fresh = keras_testing.in_scope(reader, _mlp)
+            keras_testing.in_scope(reader, fresh.load_weights, weights_path)
+            self.assertLess(keras_testing.max_weight_difference(fresh, model), 1e-7)
 
 
 class TfKerasMultiGpuModelTest(tf.test.TestCase):
@@ -203,14 +182,14 @@ class TfKerasMultiGpuModelTest(tf.test.TestCase):
 
         class CompareWithTemplate(tf_keras.callbacks.Callback):
             def on_train_batch_end(self, batch, logs=None):
-                differences.append(_max_weight_difference(template, parallel))
+                differences.append(keras_testing.max_weight_difference(template, parallel))
 
         parallel.fit(
             x, y, batch_size=8, shuffle=False, verbose=0, callbacks=[CompareWithTemplate()]
         )
         reference.fit(x, y, batch_size=8, shuffle=False, verbose=0)
         self.assertEqual(differences, [0.0] * 4)
-        self.assertLess(_max_weight_difference(template, reference), 1e-5)
+        self.assertLess(keras_testing.max_weight_difference(template, reference), 1e-5)
         self.assertEqual(parallel.output_names, template.output_names)
 
     def test_batch_normalization_statistics_are_shared(self):
@@ -218,7 +197,7 @@ class TfKerasMultiGpuModelTest(tf.test.TestCase):
         parallel = multi_gpu_model(template, gpus=virtual_devices.cpus(2))
         parallel.compile(optimizer="sgd", loss="mse")
         parallel.fit(*_data(), batch_size=8, verbose=0)
-        self.assertEqual(_max_weight_difference(template, parallel), 0.0)
+        self.assertEqual(keras_testing.max_weight_difference(template, parallel), 0.0)
         moving_mean = template.layers[1].moving_mean.numpy()
         self.assertGreater(float(np.abs(moving_mean).max()), 0.0)
 
