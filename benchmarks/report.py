@@ -308,20 +308,23 @@ def _plot_throughput(axis, results: dict, mode: str, model: str) -> None:
 
 
 def _plot_memory(axis, rows: list[dict]) -> None:
+    counts = sorted({row["device_count"] for row in rows})
     for name in sorted({row["contestant"] for row in rows}):
         mine = [row for row in rows if row["contestant"] == name and "failed" not in row]
-        counts = [row["device_count"] for row in mine]
-        axis.plot(
-            counts, [row["variable_mib"] for row in mine], marker="o", label=f"{name}: variables"
+        replicas = [row["device_count"] for row in mine]
+        (line,) = axis.plot(
+            replicas, [row["variable_mib"] for row in mine], marker="o", label=f"{name}: variables"
         )
         axis.plot(
-            counts,
+            replicas,
             [row["peak_rss_mib"].median for row in mine],
             marker="s",
             linestyle="--",
+            color=line.get_color(),
             label=f"{name}: peak RSS",
         )
     axis.set_title("memory")
     axis.set_xlabel("replicas")
     axis.set_ylabel("MiB")
+    axis.set_xticks(counts)
     axis.legend(fontsize="small")

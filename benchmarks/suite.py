@@ -23,11 +23,14 @@ from absl import logging
 from benchmarks import contestants as contestants_lib
 from benchmarks import report, workloads
 
-_REPOSITORY = pathlib.Path(__file__).resolve().parent.parent
+# Not resolve(): under Bazel the runfiles tree (symlinks) is the repository to run from.
+_REPOSITORY = pathlib.Path(__file__).absolute().parent.parent
 MEMORY_CONTESTANTS = (contestants_lib.REPLICA, contestants_lib.MIRRORED)
-# Every workload built, kept until the process ends: freeing two dozen models with live
-# distributed dataset iterators once hung in TensorFlow's iterator teardown (a tf.data thread
-# never finished), after all windows had run. `benchmark.py` exits without that teardown.
+# Every workload built, kept until the process ends. Deleting the custom loop's distributed
+# iterator (an endless dataset, read inside a tf.function) of ReplicaStrategy or MirroredStrategy
+# on 2 devices takes 20-40 s in TensorFlow 2.21 (CentralStorageStrategy's: 0.3 s; the difference
+# is the partial-batch handling, get_next_as_optional); with two dozen workloads freed at once it
+# looked like a hang. `benchmark.py` exits without that teardown (os._exit).
 LIVE_WORKLOADS: list = []
 
 

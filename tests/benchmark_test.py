@@ -39,7 +39,6 @@ class BenchmarkRunTest(tf.test.TestCase):
         super().setUpClass()
         cls.results = suite.run(_TINY)
 
-
     def test_every_contestant_has_a_cell_per_mode(self):
         labels = [entry.label for entry in contestants.contestants(_DEVICE_COUNTS)]
         expected = {(mode, "mlp", label) for mode in workloads.MODES for label in labels}
