@@ -58,8 +58,9 @@ class ReplicaExtended(parameter_server_strategy.ParameterServerStrategyExtended)
         self._cross_device_ops = cross_device_ops_lib.ReductionToOneDevice(
             reduce_to_device=merge_device
         )
-        # Keeps the last partial batch of a dataset instead of dropping it.
-        self.experimental_enable_get_next_as_optional = True
+        # Keeps the last partial batch of a dataset instead of dropping it. One replica takes
+        # any batch whole, and skips the optional-element checks on every step.
+        self.experimental_enable_get_next_as_optional = len(devices) > 1
         # Rows each replica holds in the `run` under way (None: the step has no batched input).
         self._rows_per_replica = None
 
@@ -67,7 +68,8 @@ class ReplicaExtended(parameter_server_strategy.ParameterServerStrategyExtended)
 
     def _call_for_each_replica(self, fn, args, kwargs):
         outer_rows = self._rows_per_replica
-        self._rows_per_replica = _rows_per_replica((args, kwargs), self._num_replicas_in_sync)
+        if self._num_replicas_in_sync > 1:  # One replica takes the whole batch: nothing to mask.
+            self._rows_per_replica = _rows_per_replica((args, kwargs), self._num_replicas_in_sync)
         try:
             return mirrored_run.call_for_each_replica(self._container_strategy(), fn, args, kwargs)
         finally:
