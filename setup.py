@@ -31,6 +31,15 @@ setup(
         "gpu": [f"tensorflow[and-cuda]=={_TF}"],
         "legacy": [f"tf-keras=={_TF}"],
         "examples": ["scikit-learn"],
-        "test": ["pytest", "hypothesis", "scikit-learn", f"tf-keras=={_TF}", "ruff"],
+        "benchmarks": ["matplotlib"],
+        # ruff is pinned so that `ruff format --check` in CI judges what developers formatted.
+        "test": [
+            "pytest",
+            "hypothesis",
+            "scikit-learn",
+            "matplotlib",
+            f"tf-keras=={_TF}",
+            "ruff==0.17.6",
+        ],
     },
 )
