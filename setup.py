@@ -30,7 +30,7 @@ setup(
         "cpu": [f"tensorflow-cpu=={_TF}"],
         "gpu": [f"tensorflow[and-cuda]=={_TF}"],
         "legacy": [f"tf-keras=={_TF}"],
-        "examples": ["scikit-learn"],
+        "examples": ["scikit-learn", "tensorboard"],
         "benchmarks": ["matplotlib"],
         # ruff is pinned so that `ruff format --check` in CI judges what developers formatted.
         "test": [
@@ -38,6 +38,7 @@ setup(
             "hypothesis",
             "scikit-learn",
             "matplotlib",
+            "tensorboard",
             f"tf-keras=={_TF}",
             "ruff==0.17.6",
         ],
