@@ -25,20 +25,21 @@ class ReplicaStrategy(distribute_lib.Strategy):
     the batch runs out, exactly as tf.distribute rebatches for MirroredStrategy (10 rows on 4
     replicas: 3, 3, 3, 1; 2 rows on 4: 1, 1, 0, 0). A replica with no rows contributes nothing.
 
-    Keras and custom loops run unchanged:
+    Keras and custom loops run unchanged (here on two logical CPUs, see the README):
 
     ```python
     strategy = replica_strategy.ReplicaStrategy(["/cpu:0", "/cpu:1"])
     with strategy.scope():
-        model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+        model = tf.keras.Sequential([tf.keras.Input((4,)), tf.keras.layers.Dense(1)])
         model.compile(optimizer="sgd", loss="mse")
-    model.fit(x, y, batch_size=64)  # Each step: 32 rows on each device, one update.
+    x, y = tf.random.normal([256, 4]), tf.random.normal([256, 1])
+    model.fit(x, y, batch_size=64, verbose=0)  # Each step: 32 rows on each device, one update.
 
-    @tf.function
-    def replica_ids():
+    def replica_id():
         return tf.distribute.get_replica_context().replica_id_in_sync_group
 
-    print(strategy.experimental_local_results(strategy.run(replica_ids)))  # (0, 1) as tensors
+    print(strategy.experimental_local_results(strategy.run(replica_id)))  # (0, 1), as tensors
+    print(strategy.gather(strategy.run(lambda: tf.fill([2], replica_id())), axis=0))  # [0 0 1 1]
     ```
 
     Variables with `synchronization=ON_READ` (metrics) keep one copy per replica and are summed
