@@ -250,6 +250,43 @@ class KerasStatefulLayersTest(tf.test.TestCase, parameterized.TestCase):
         for ours, mirrored in zip(*weights, strict=True):
             self.assertAllClose(ours, mirrored, atol=1e-5)
 
+    def test_weight_regularization_matches_single_device(self):
+        # The penalty's gradient is counted once, not once per replica.
+        x, y = _data(32)
+
+        def build():
+            keras.utils.set_random_seed(3)
+            model = keras.Sequential(
+                [
+                    keras.Input((_FEATURES,)),
+                    keras.layers.Dense(1, kernel_regularizer=keras.regularizers.L2(1.0)),
+                ]
+            )
+            model.compile(optimizer=keras.optimizers.SGD(0.05), loss="mse")
+            return model
+
+        reference = build()
+        model = keras_testing.in_scope(ReplicaStrategy(virtual_devices.cpus(4)), build)
+        reference.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0)
+        model.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0)
+        self.assertLess(keras_testing.max_weight_difference(model, reference), 1e-5)
+
+    def test_gradient_accumulation_fails_as_under_mirrored_strategy(self):
+        # A known Keras 3 limit (README): the optimizer all-reduces inside a `cond` branch, which
+        # tf.distribute forbids, under MirroredStrategy too. This test notices when Keras fixes it.
+        x, y = _data(32)
+        for strategy in (
+            ReplicaStrategy(virtual_devices.cpus(2)),
+            virtual_devices.mirrored_strategy(2),
+        ):
+            with strategy.scope():
+                model = _mlp()
+                model.compile(
+                    optimizer=keras.optimizers.SGD(0.05, gradient_accumulation_steps=2), loss="mse"
+                )
+            with self.assertRaisesRegex(Exception, "merge_call"):
+                model.fit(x, y, batch_size=8, epochs=1, verbose=0)
+
 
 class KerasCallbacksTest(tf.test.TestCase):
     def test_callbacks_run_and_write_loadable_files(self):
