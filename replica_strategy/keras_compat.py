@@ -385,6 +385,48 @@ def _optimizer_in_scope(optimizer, strategy):
 
 
 _MEAN_REDUCTIONS = ("sum_over_batch_size", "mean")
+_WEIGHTED_MARK = "_replica_strategy_weights_rows"
+
+
+def exact_uneven_batches(model):
+    """Makes a compiled Keras 3 model in `ReplicaStrategy.scope()` exact on uneven splits.
+
+    By tf.distribute's convention, each replica's mean loss weighs 1/N in the gradient, so when
+    B rows do not split evenly the rows of short replicas weigh more than on one device.
+    After this call every row weighs 1/B, as on one device and as in the legacy
+    `multi_gpu_model` (whose models get this automatically). Even splits are unchanged.
+
+    ```python
+    with strategy.scope():
+        model = build_model()
+        model.compile(optimizer="sgd", loss="mse")
+    replica_strategy.keras_compat.exact_uneven_batches(model)
+    model.fit(x, y, batch_size=10)  # 4, 4, 2 rows on 3 replicas: the one-device gradient.
+    ```
+
+    Args:
+      model: a Keras 3 model compiled in a `ReplicaStrategy` scope, whose compiled losses
+        average over the batch (Keras' default reduction, "sum_over_batch_size").
+
+    Returns:
+      `model`, for chaining. Calling it twice changes nothing more.
+
+    Raises:
+      ValueError: for a model not built under `ReplicaStrategy`, or not compiled yet.
+    """
+    strategy = getattr(model, "distribute_strategy", None)
+    if not isinstance(strategy, ReplicaStrategy):
+        raise ValueError(
+            "`exact_uneven_batches` needs a model built in `ReplicaStrategy.scope()`. "
+            f"Received: a model under {type(strategy).__name__}."
+        )
+    if getattr(model, "optimizer", None) is None or not hasattr(model.optimizer, "scale_loss"):
+        raise ValueError(
+            f"`exact_uneven_batches` needs a compiled Keras 3 model; compile {model.name!r} "
+            "first (tf_keras models are not supported)."
+        )
+    _weight_replica_losses_by_rows(model, strategy)
+    return model
 
 
 def _weight_replica_losses_by_rows(model, strategy) -> None:
@@ -400,6 +442,8 @@ def _weight_replica_losses_by_rows(model, strategy) -> None:
     if optimizer is None or not hasattr(optimizer, "scale_loss"):
         return
     scale_loss = optimizer.scale_loss
+    if getattr(scale_loss, _WEIGHTED_MARK, False):
+        return
 
     def scale_loss_by_rows(loss):
         loss = scale_loss(loss)
@@ -408,6 +452,7 @@ def _weight_replica_losses_by_rows(model, strategy) -> None:
         factor = strategy.num_replicas_in_sync * strategy.extended.replica_row_fraction()
         return loss * tf.cast(factor, loss.dtype)
 
+    setattr(scale_loss_by_rows, _WEIGHTED_MARK, True)
     object.__setattr__(optimizer, "scale_loss", scale_loss_by_rows)
 
 

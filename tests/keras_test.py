@@ -17,6 +17,7 @@ import tensorflow as tf
 from absl.testing import parameterized
 
 from replica_strategy import ReplicaStrategy
+from replica_strategy.keras_compat import exact_uneven_batches
 
 _FEATURES = 3
 
@@ -130,6 +131,22 @@ class KerasFitEvaluatePredictTest(tf.test.TestCase, parameterized.TestCase):
             weights.append(model.get_weights())
         for ours, mirrored in zip(*weights, strict=True):
             self.assertAllClose(ours, mirrored, atol=1e-5)
+
+    @parameterized.named_parameters(("ten_on_three", 3, 10), ("ten_on_four", 4, 10))
+    def test_exact_uneven_batches_trains_like_one_device(self, num_replicas, batch_size):
+        # Opt-in: every row weighs 1/B in the gradient, however the batch splits.
+        x, y = _data(40)
+        reference = _mlp()
+        model = keras_testing.in_scope(ReplicaStrategy(virtual_devices.cpus(num_replicas)), _mlp)
+        exact_uneven_batches(exact_uneven_batches(model))  # Idempotent.
+        expected = reference.fit(x, y, batch_size=batch_size, epochs=2, shuffle=False, verbose=0)
+        history = model.fit(x, y, batch_size=batch_size, epochs=2, shuffle=False, verbose=0)
+        self.assertAllClose(history.history["loss"], expected.history["loss"], atol=1e-5)
+        self.assertLess(keras_testing.max_weight_difference(model, reference), 1e-5)
+
+    def test_exact_uneven_batches_rejects_other_strategies(self):
+        with self.assertRaisesRegex(ValueError, "under MirroredStrategy"):
+            exact_uneven_batches(keras_testing.in_scope(virtual_devices.mirrored_strategy(2), _mlp))
 
     def test_on_batch_methods_match_single_device(self):
         # Keras 3 gives *_on_batch data to strategy.run undistributed, under every strategy:
