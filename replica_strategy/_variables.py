@@ -24,8 +24,10 @@ class ParameterVariable(ps_values.AggregatingVariable):
     """One variable on the parameter device, shared by every replica.
 
     Differs from TensorFlow's `AggregatingVariable` only in replica-context writes with
-    aggregation NONE, which Keras 3 uses for BatchNormalization statistics, Dropout seeds and
-    loss-scale counters: instead of raising, replica 0's value is written, once per step.
+    aggregation NONE (or ONLY_FIRST_REPLICA), which Keras 3 uses for BatchNormalization
+    statistics, Dropout seeds and loss-scale counters: instead of raising, replica 0's value is
+    written once per step, through `merge_call`, or directly inside `tf.cond` branches where
+    TensorFlow forbids `merge_call`. Writes work outside the strategy's scope too (restoring).
     """
 
     def _assign_func(self, *args, **kwargs):

@@ -4,6 +4,10 @@ The rule, identical to tf.distribute's own rebatching (so results compare row fo
 MirroredStrategy): with B rows on N replicas, each replica in turn takes ceil(B / N) rows until
 the batch runs out. Sub-batches are contiguous and in order; none is larger than ceil(B / N);
 replicas after the last row get zero rows (10 rows on 4 replicas: 3, 3, 3, 1; 2 on 4: 1, 1, 0, 0).
+
+Datasets are split by TensorFlow's own input pipeline, which follows this rule (tested against
+`split_sizes`); `split_batch` and `merge_batches` are the rule for tensors in hand, and
+`require_batch_axis` guards `strategy.gather`.
 """
 
 from __future__ import annotations
