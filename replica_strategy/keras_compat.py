@@ -77,7 +77,9 @@ def multi_gpu_model(model, gpus=None, cpu_merge: bool = True, cpu_relocation: bo
     if cpu_relocation:
         _relocate_weights(model, strategy.parameter_device, keras_module)
     parallel = _clone_sharing_weights(model, strategy, keras_module)
-    if not _is_tf_keras(keras_module):
+    if _is_tf_keras(keras_module):
+        _weight_tf_keras_losses_by_rows(parallel, strategy)
+    else:
         # tf_keras' compile enters the model's strategy scope itself; Keras 3's does not, and a
         # loss tracker or optimizer built outside the scope would not be distributed.
         _compile_in_scope(parallel, strategy)
@@ -384,7 +386,7 @@ def _optimizer_in_scope(optimizer, strategy):
     return keras.optimizers.deserialize(keras.optimizers.serialize(optimizer))
 
 
-_MEAN_REDUCTIONS = ("sum_over_batch_size", "mean")
+_MEAN_REDUCTIONS = ("sum_over_batch_size", "mean", "auto")
 _WEIGHTED_MARK = "_replica_strategy_weights_rows"
 
 
@@ -446,20 +448,43 @@ def _weight_replica_losses_by_rows(model, strategy) -> None:
         return
 
     def scale_loss_by_rows(loss):
-        loss = scale_loss(loss)
-        if not _every_loss_averages_over_the_batch(model):
-            return loss
-        factor = strategy.num_replicas_in_sync * strategy.extended.replica_row_fraction()
-        return loss * tf.cast(factor, loss.dtype)
+        return _weighted_by_rows(scale_loss(loss), model, strategy)
 
     setattr(scale_loss_by_rows, _WEIGHTED_MARK, True)
     object.__setattr__(optimizer, "scale_loss", scale_loss_by_rows)
 
 
+def _weight_tf_keras_losses_by_rows(model, strategy) -> None:
+    """`_weight_replica_losses_by_rows` for tf_keras, whose train step has no `scale_loss`.
+
+    tf_keras updates its loss metric inside `compute_loss`, before it returns: weighting the
+    returned loss changes the gradient only.
+    """
+    compute_loss = model.compute_loss
+
+    @functools.wraps(compute_loss)
+    def compute_loss_weighted_by_rows(*args, **kwargs):
+        loss = compute_loss(*args, **kwargs)
+        return None if loss is None else _weighted_by_rows(loss, model, strategy)
+
+    object.__setattr__(model, "compute_loss", compute_loss_weighted_by_rows)
+
+
+def _weighted_by_rows(loss, model, strategy):
+    """`loss` * N * n_r / B when every compiled loss averages over the batch, else `loss`."""
+    if not _every_loss_averages_over_the_batch(model):
+        return loss
+    factor = strategy.num_replicas_in_sync * strategy.extended.replica_row_fraction()
+    return loss * tf.cast(factor, loss.dtype)
+
+
 def _every_loss_averages_over_the_batch(model) -> bool:
-    compile_loss = getattr(model, "_compile_loss", None)
-    flat_losses = getattr(compile_loss, "_flat_losses", None) or []
-    reductions = [getattr(entry[1], "reduction", None) for entry in flat_losses]
+    if hasattr(model, "_compile_loss"):  # Keras 3
+        entries = getattr(model._compile_loss, "_flat_losses", None) or []
+        loss_objects = [entry[1] for entry in entries]
+    else:  # tf_keras
+        loss_objects = getattr(getattr(model, "compiled_loss", None), "_losses", None) or []
+    reductions = [getattr(loss, "reduction", None) for loss in loss_objects if loss is not None]
     return bool(reductions) and all(reduction in _MEAN_REDUCTIONS for reduction in reductions)
 
 

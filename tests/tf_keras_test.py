@@ -192,6 +192,19 @@ class TfKerasMultiGpuModelTest(tf.test.TestCase):
         self.assertLess(keras_testing.max_weight_difference(template, reference), 1e-5)
         self.assertEqual(parallel.output_names, template.output_names)
 
+    def test_uneven_splits_train_exactly_like_one_device(self):
+        # 10 rows on 3 replicas (4, 4, 2) and a last batch of 2 (1, 1, 0): every row weighs 1/B
+        # in the gradient, as in the legacy model's loss over the merged batch.
+        x, y = _data(32)
+        template, reference = _mlp(), _mlp()
+        parallel = multi_gpu_model(template, gpus=virtual_devices.cpus(3))
+        parallel.compile(optimizer=tf_keras.optimizers.SGD(0.05), loss="mse")
+        reference.compile(optimizer=tf_keras.optimizers.SGD(0.05), loss="mse")
+        history = parallel.fit(x, y, batch_size=10, epochs=2, shuffle=False, verbose=0)
+        expected = reference.fit(x, y, batch_size=10, epochs=2, shuffle=False, verbose=0)
+        self.assertAllClose(history.history["loss"], expected.history["loss"], atol=1e-5)
+        self.assertLess(keras_testing.max_weight_difference(template, reference), 1e-5)
+
     def test_batch_normalization_statistics_are_shared(self):
         template = _mlp(tf_keras.layers.BatchNormalization())
         parallel = multi_gpu_model(template, gpus=virtual_devices.cpus(2))
