@@ -71,7 +71,7 @@ def resolve_devices(devices: Sequence[DeviceSpec] | None) -> tuple[str, ...]:
             "`devices` must name at least one device; pass None to use every GPU. "
             f"Received: devices={devices!r}"
         )
-    names = tuple(_device_name(device, devices) for device in devices)
+    names = tuple(device_name(device, "devices", devices) for device in devices)
     _check_no_duplicates(names, devices)
     _check_available(names, devices)
     return names
@@ -89,17 +89,24 @@ def resolve_device(device: str, argument: str) -> str:
     return name
 
 
-def _device_name(device: DeviceSpec, devices: Sequence[DeviceSpec]) -> str:
+def device_name(device: DeviceSpec, argument: str, received: Sequence[DeviceSpec]) -> str:
+    """The canonical name of one entry of a device list: a GPU id (int) or a device name.
+
+    Args:
+      device: the entry.
+      argument: the list's argument name ("devices", "gpus"), for error messages.
+      received: the whole list, for error messages.
+    """
     # bool is an int subclass; `True` as a GPU id is always a mistake.
     if isinstance(device, int) and not isinstance(device, bool):
         if device < 0:
-            raise ValueError(f"GPU ids must be >= 0. Received: devices={list(devices)!r}")
+            raise ValueError(f"GPU ids must be >= 0. Received: {argument}={list(received)!r}")
         return f"/device:GPU:{device}"
     if isinstance(device, str):
         return canonical_name(device)
     raise ValueError(
-        "Each entry of `devices` must be a GPU id (int) or a device name (str). "
-        f"Received: {device!r} of type {type(device).__name__} in devices={list(devices)!r}"
+        f"Each entry of `{argument}` must be a GPU id (int) or a device name (str). "
+        f"Received: {device!r} of type {type(device).__name__} in {argument}={list(received)!r}"
     )
 
 

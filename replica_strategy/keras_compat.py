@@ -108,7 +108,7 @@ def resolve_gpus(gpus) -> list[str]:
     elif isinstance(gpus, int) and not isinstance(gpus, bool):
         requested = [f"/device:GPU:{index}" for index in range(max(gpus, 0))]
     elif isinstance(gpus, Sequence) and not isinstance(gpus, str):
-        requested = [_device_name(device, gpus) for device in gpus]
+        requested = [devices_lib.device_name(device, "gpus", gpus) for device in gpus]
     else:
         raise ValueError(
             "`gpus` must be an int >= 2, a list of >= 2 GPU ids or device names, or None. "
@@ -133,17 +133,6 @@ def resolve_gpus(gpus) -> list[str]:
             "Try reducing `gpus`."
         )
     return requested
-
-
-def _device_name(device, gpus) -> str:
-    if isinstance(device, int) and not isinstance(device, bool):
-        return f"/device:GPU:{device}"
-    if isinstance(device, str):
-        return devices_lib.canonical_name(device)
-    raise ValueError(
-        "Each entry of `gpus` must be a GPU id (int) or a device name (str). "
-        f"Received: {device!r} in gpus={gpus!r}"
-    )
 
 
 # -- which Keras -----------------------------------------------------------------------------
