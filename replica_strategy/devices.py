@@ -64,12 +64,13 @@ def resolve_devices(devices: Sequence[DeviceSpec] | None) -> tuple[str, ...]:
     if isinstance(devices, (str, int)) or not isinstance(devices, Sequence):
         raise ValueError(
             "`devices` must be None or a list of GPU ids or device names, e.g. [0, 1] or "
-            f"['/gpu:0', '/gpu:1']. Received: devices={devices!r}"
+            f"['/gpu:0', '/gpu:1']. Received: devices={devices!r}. "
+            f"Available devices: {available_devices()}"
         )
     if not devices:
         raise ValueError(
             "`devices` must name at least one device; pass None to use every GPU. "
-            f"Received: devices={devices!r}"
+            f"Received: devices={devices!r}. Available devices: {available_devices()}"
         )
     names = tuple(device_name(device, "devices", devices) for device in devices)
     _check_no_duplicates(names, devices)
@@ -106,7 +107,8 @@ def device_name(device: DeviceSpec, argument: str, received: Sequence[DeviceSpec
         return canonical_name(device)
     raise ValueError(
         f"Each entry of `{argument}` must be a GPU id (int) or a device name (str). "
-        f"Received: {device!r} of type {type(device).__name__} in {argument}={list(received)!r}"
+        f"Received: {device!r} of type {type(device).__name__} in {argument}={list(received)!r}. "
+        f"Available devices: {available_devices()}"
     )
 
 
@@ -115,7 +117,7 @@ def _check_no_duplicates(names: Sequence[str], devices: object) -> None:
     if duplicates:
         raise ValueError(
             f"Each device may hold only one replica; {duplicates} appear more than once. "
-            f"Received: devices={devices!r}"
+            f"Received: devices={devices!r}. Available devices: {available_devices()}"
         )
 
 

@@ -36,6 +36,13 @@ class ResolveDevicesTest(tf.test.TestCase, parameterized.TestCase):
         with self.assertRaisesRegex(ValueError, message):
             devices.resolve_devices(value)
 
+    @parameterized.named_parameters(
+        ("empty_list", []), ("bare_string", "/cpu:0"), ("float_entry", [1.5]), ("duplicate", [0, 0])
+    )
+    def test_errors_list_the_available_devices(self, value):
+        with self.assertRaisesRegex(ValueError, r"Available devices: \['/device:CPU:0'"):
+            devices.resolve_devices(value)
+
     def test_missing_device_error_says_how_to_fix_it(self):
         with self.assertRaisesRegex(ValueError, "set_logical_device_configuration"):
             devices.resolve_devices(["/gpu:3"])
