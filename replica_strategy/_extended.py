@@ -21,6 +21,7 @@ from tensorflow.python.distribute import (
     cross_device_ops as cross_device_ops_lib,
 )
 from tensorflow.python.distribute import (
+    device_util,
     distribute_lib,
     distribute_utils,
     input_lib,
@@ -34,9 +35,14 @@ from tensorflow.python.framework import indexed_slices, ops, tensor_util
 from tensorflow.python.ops import array_ops, cond, math_ops, variable_scope
 from tensorflow.python.util import nest
 
-from replica_strategy import _variables, batching
+from replica_strategy import _device_all_reduce, _mirrored_weights, _variables, batching
 
 _ON_READ = variable_scope.VariableSynchronization.ON_READ
+_ON_WRITE = (
+    None,
+    variable_scope.VariableSynchronization.AUTO,
+    variable_scope.VariableSynchronization.ON_WRITE,
+)
 _VALID_AGGREGATIONS = (
     variable_scope.VariableAggregation.NONE,
     variable_scope.VariableAggregation.SUM,
@@ -48,7 +54,9 @@ _VALID_AGGREGATIONS = (
 class ReplicaExtended(parameter_server_strategy.ParameterServerStrategyExtended):
     """Variables once on the parameter device, one replica per device, merges on one device."""
 
-    def __init__(self, container_strategy, devices, parameter_device, merge_device):
+    def __init__(
+        self, container_strategy, devices, parameter_device, merge_device, mirror_weights=False
+    ):
         super().__init__(
             container_strategy,
             compute_devices=list(devices),
@@ -57,6 +65,13 @@ class ReplicaExtended(parameter_server_strategy.ParameterServerStrategyExtended)
         self._merge_device = merge_device
         self._cross_device_ops = cross_device_ops_lib.ReductionToOneDevice(
             reduce_to_device=merge_device
+        )
+        # With mirror_weights, all-reduces run among the replica devices (`_cross_device_ops_to`).
+        self._mirror_weights = mirror_weights
+        self._replica_all_reduce = (
+            _device_all_reduce.choose(devices, _device_all_reduce.nccl_available())
+            if mirror_weights
+            else None
         )
         # Keeps the last partial batch of a dataset instead of dropping it. One replica takes
         # any batch whole, and skips the optional-element checks on every step.
@@ -82,7 +97,9 @@ class ReplicaExtended(parameter_server_strategy.ParameterServerStrategyExtended)
         if isinstance(colocate_with, numpy_dataset.SingleDevice):
             with ops.device(colocate_with.device):
                 return next_creator(**kwargs)
-        if isinstance(colocate_with, values.DistributedVariable):
+        if isinstance(colocate_with, _mirrored_weights.MirroredWeight):
+            colocate_with = colocate_with.master  # Optimizer slots: once, beside the master.
+        elif isinstance(colocate_with, values.DistributedVariable):
             # A slot of a per-replica variable (rare): one copy per replica, like its primary.
             kwargs["synchronization"] = colocate_with.synchronization
             colocate_with = None
@@ -93,23 +110,31 @@ class ReplicaExtended(parameter_server_strategy.ParameterServerStrategyExtended)
         if colocate_with is not None:
             with ops.device(None), ops.colocate_with(colocate_with):
                 return self._create_parameter_variable(next_creator, **kwargs)
+        if self._mirror_weights and _is_trainable_on_write(kwargs):
+            aggregation = _valid_aggregation(kwargs)
+            with ops.colocate_with(None, ignore_existing=True):
+                return _mirrored_weights.create_mirrored_weight(
+                    self._container_strategy(),
+                    self._compute_devices,
+                    self._variable_device,
+                    next_creator,
+                    aggregation=aggregation,
+                    **kwargs,
+                )
         with ops.colocate_with(None, ignore_existing=True), ops.device(self._variable_device):
             return self._create_parameter_variable(next_creator, **kwargs)
 
     def _create_parameter_variable(self, next_creator, **kwargs):
         if self._num_replicas_in_sync == 1:
             return next_creator(**kwargs)
-        aggregation = kwargs.pop("aggregation", variable_scope.VariableAggregation.NONE)
-        if aggregation not in _VALID_AGGREGATIONS:
-            raise ValueError(
-                f"Invalid variable aggregation {aggregation!r} for variable "
-                f"{kwargs.get('name')!r}; expected one of {list(_VALID_AGGREGATIONS)}."
-            )
+        aggregation = _valid_aggregation(kwargs)
         return _variables.create_parameter_variable(
             self._container_strategy(), next_creator, aggregation, **kwargs
         )
 
     def _update(self, var, fn, args, kwargs, group):
+        if isinstance(var, _mirrored_weights.MirroredWeight):
+            return self._update_mirrored_weight(var, fn, args, kwargs, group)
         if not isinstance(var, values.DistributedVariable):
             return super()._update(var, fn, args, kwargs, group)
         # Per-replica (ON_READ) variables: the same update on every copy.
@@ -125,7 +150,17 @@ class ReplicaExtended(parameter_server_strategy.ParameterServerStrategyExtended)
                 )
         return distribute_utils.update_regroup(self, updates, group)
 
+    def _update_mirrored_weight(self, var, fn, args, kwargs, group):
+        """Runs `fn` once, on the master, then refreshes the working copies from it."""
+        result = super()._update(var.master, fn, args, kwargs, group=True)
+        with ops.control_dependencies(_mirrored_weights.ops_of(result)):
+            refreshed = var.refresh_copies()
+        result = _mirrored_weights.after(refreshed, result, var)
+        return result if group else nest.map_structure(self._local_results, result)
+
     def read_var(self, var):
+        if isinstance(var, _mirrored_weights.MirroredWeight):
+            return array_ops.identity(var.master)
         if isinstance(var, values.SyncOnReadVariable):
             return var._get_cross_replica()  # pylint: disable=protected-access
         return array_ops.identity(var)
@@ -162,11 +197,31 @@ class ReplicaExtended(parameter_server_strategy.ParameterServerStrategyExtended)
                 )
             if not isinstance(destinations, values.DistributedValues):
                 leaf = _without_uneven_rows(leaf, reduce_op)
-            return self._cross_device_ops.reduce(
+            return self._cross_device_ops_to(destinations).reduce(
                 reduce_op, leaf, destinations=destinations, options=options
             )
 
         return nest.map_structure(reduce_one, value)
+
+    def _cross_device_ops_to(self, destinations):
+        """Where a reduction runs.
+
+        With mirror_weights, a reduction whose result is wanted on exactly the replica devices
+        (an all-reduce: Keras' gradient sum, any `ReplicaContext.all_reduce`, a SUM or MEAN
+        write to a working copy) runs among the replica devices; the update then takes ONE
+        copy of the sum to the parameter device. Every other reduction runs on the merge device.
+        """
+        if self._replica_all_reduce is not None and self._are_replica_devices(destinations):
+            return self._replica_all_reduce
+        return self._cross_device_ops
+
+    def _are_replica_devices(self, destinations):
+        if not cross_device_ops_lib.check_destinations(destinations):
+            return False
+        wanted = cross_device_ops_lib.get_devices_from(destinations)
+        return {device_util.canonicalize(device) for device in wanted} == {
+            device_util.canonicalize(device) for device in self._compute_devices
+        }
 
     def replica_row_fraction(self):
         """This replica's share of the global batch, n_r / B, inside `strategy.run`.
@@ -278,8 +333,29 @@ class ReplicaExtended(parameter_server_strategy.ParameterServerStrategyExtended)
         return self._merge_device
 
     @property
+    def mirror_weights(self):
+        return self._mirror_weights
+
+    @property
     def experimental_between_graph(self):
         return False
+
+
+def _is_trainable_on_write(kwargs):
+    synchronization = kwargs.get("synchronization")
+    trainable = kwargs.get("trainable")
+    return synchronization in _ON_WRITE and trainable is not False
+
+
+def _valid_aggregation(kwargs):
+    """Pops `aggregation` from a variable creator's `kwargs`, checked."""
+    aggregation = kwargs.pop("aggregation", variable_scope.VariableAggregation.NONE)
+    if aggregation not in _VALID_AGGREGATIONS:
+        raise ValueError(
+            f"Invalid variable aggregation {aggregation!r} for variable "
+            f"{kwargs.get('name')!r}; expected one of {list(_VALID_AGGREGATIONS)}."
+        )
+    return aggregation
 
 
 def _rows_per_replica(structure, num_replicas):

@@ -64,6 +64,7 @@ class ReplicaStrategy(distribute_lib.Strategy):
         devices: Sequence[int | str] | None = None,
         parameter_device: str = "/cpu:0",
         merge_device: str | None = None,
+        mirror_weights: bool = False,
     ):
         compute_devices = devices_lib.resolve_devices(devices)
         parameter_device = devices_lib.resolve_device(parameter_device, "parameter_device")
@@ -72,7 +73,13 @@ class ReplicaStrategy(distribute_lib.Strategy):
             if merge_device is None
             else devices_lib.resolve_device(merge_device, "merge_device")
         )
-        super().__init__(ReplicaExtended(self, compute_devices, parameter_device, merge_device))
+        if not isinstance(mirror_weights, bool):
+            raise ValueError(
+                f"`mirror_weights` must be True or False. Received: mirror_weights={mirror_weights!r}"
+            )
+        super().__init__(
+            ReplicaExtended(self, compute_devices, parameter_device, merge_device, mirror_weights)
+        )
         distribute_lib.distribution_strategy_gauge.get_cell("V2").set("ReplicaStrategy")
 
     def reduce(self, reduce_op, value, axis=None):
@@ -98,8 +105,13 @@ class ReplicaStrategy(distribute_lib.Strategy):
     def merge_device(self) -> str:
         return self.extended.merge_device
 
+    @property
+    def mirror_weights(self) -> bool:
+        return self.extended.mirror_weights
+
     def __repr__(self) -> str:
         return (
             f"ReplicaStrategy(devices={list(self.extended.worker_devices)}, "
-            f"parameter_device={self.parameter_device!r}, merge_device={self.merge_device!r})"
+            f"parameter_device={self.parameter_device!r}, merge_device={self.merge_device!r}"
+            f"{', mirror_weights=True' if self.mirror_weights else ''})"
         )
