@@ -13,6 +13,7 @@ import virtual_devices
 import keras
 import numpy as np
 import tensorflow as tf
+import tf_keras
 from absl import logging
 from absl.testing import parameterized
 from tensorflow.python.distribute import cross_device_ops as cross_device_ops_lib
@@ -111,7 +112,7 @@ class _TestCase(tf.test.TestCase, parameterized.TestCase):
 
     def assertCopiesEqualMasters(self, model):
         for variable in model.trainable_variables:
-            self.assertCopiesEqualMaster(variable.value)
+            self.assertCopiesEqualMaster(_tf_variable(variable))
 
     def assertCopiesEqualMaster(self, weight):
         self.assertIsInstance(weight, MirroredWeight)
@@ -382,6 +383,35 @@ class NumericsTest(_TestCase):
         model = _fit(_strategy(4), _mlp, x, y, batch_size=12)
         self.assertIsInstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
         self.assertWeightsClose(model, default)
+
+
+class TfKerasTest(_TestCase):
+    """The tf_keras (Keras 2) path: its own optimizers, slots and gradient all-reduce."""
+
+    @parameterized.named_parameters(("two_replicas", 2), ("three_replicas", 3))
+    def test_fit_matches_one_device_and_slots_live_once_on_the_host(self, num_replicas):
+        x, y = _data()
+
+        def build():
+            tf_keras.utils.set_random_seed(7)
+            model = tf_keras.Sequential(
+                [
+                    tf_keras.Input((_FEATURES,)),
+                    tf_keras.layers.Dense(6, activation="tanh"),
+                    tf_keras.layers.Dense(1),
+                ]
+            )
+            model.compile(optimizer=tf_keras.optimizers.Adam(0.02), loss="mse")
+            return model
+
+        models = [_in_scope(strategy, build) for strategy in (None, _strategy(num_replicas))]
+        for model in models:
+            model.fit(x, y, batch_size=12, epochs=2, shuffle=False, verbose=0)
+        reference, model = models
+        self.assertWeightsClose(model, reference)
+        for variable in model.optimizer.variables():
+            self.assertNotIsInstance(variable, values_lib.DistributedVariable)
+            self.assertEqual(tf.DeviceSpec.from_string(variable.device).device_index, 0)
 
 
 _STRATEGIES = {
