@@ -46,6 +46,30 @@ class ReplicaStrategy(distribute_lib.Strategy):
     or averaged when read, as under MirroredStrategy. Checkpoints hold plain variables, so they
     load into a run with no strategy or with MirroredStrategy, and back.
 
+    With `mirror_weights=True` the placement is ZeRO-Offload's: each trainable variable has
+    its master copy once on `parameter_device`, with the optimizer state (slots) beside it and
+    nowhere else, plus a working copy on each replica device. Forward and backward passes read
+    the local working copy. Gradients are all-reduced among the replica devices (NCCL when
+    every replica device is a GPU and NCCL runs, as MirroredStrategy chooses; else a sum on
+    the first replica device); one copy of each summed gradient goes to `parameter_device`,
+    where the optimizer updates the master once; the new value goes to one replica device
+    and is relayed from there to the others. Per step and P bytes of trainable weights,
+    about 2 P cross the host's link instead of 2 N P, at the price of one copy of the
+    weights (not of the optimizer state) per device. Everything else behaves as with
+    `mirror_weights=False`: non-trainable variables (e.g. BatchNormalization statistics)
+    stay once on `parameter_device`, metrics per replica, replica-context writes are
+    aggregated the same way, and the numbers trained are the same. Checkpoints and saved
+    models hold the master alone, so files interchange with either mode, MirroredStrategy,
+    and no strategy. Any all-reduce whose result goes back to the replicas (including one a
+    custom loop calls through `ReplicaContext.all_reduce`) runs among the replica devices;
+    `strategy.reduce` and `gather` still end on `merge_device`.
+
+    ```python
+    strategy = replica_strategy.ReplicaStrategy(
+        ["/gpu:0", "/gpu:1"], parameter_device="/cpu:0", mirror_weights=True
+    )
+    ```
+
     Args:
       devices: where replicas run. None: every logical GPU, or the CPU alone (with a logged
         warning) when there is none. A list of ints: those GPU ids. A list of strings: those
@@ -53,6 +77,8 @@ class ReplicaStrategy(distribute_lib.Strategy):
       parameter_device: where the one copy of each variable lives and updates run.
       merge_device: where gradients are summed and results gathered; defaults to
         `parameter_device`.
+      mirror_weights: keep a working copy of each trainable variable on every replica device
+        (see below). False (the default): replicas read the one copy on `parameter_device`.
 
     Raises:
       ValueError: when a device argument is empty, has a duplicate, a wrong type, or names a
