@@ -68,6 +68,7 @@ class ReplicaExtended(parameter_server_strategy.ParameterServerStrategyExtended)
         )
         # With mirror_weights, all-reduces run among the replica devices (`_cross_device_ops_to`).
         self._mirror_weights = mirror_weights
+        self._replica_devices = {device_util.canonicalize(device) for device in devices}
         self._replica_all_reduce = (
             _device_all_reduce.choose(devices, _device_all_reduce.nccl_available())
             if mirror_weights
@@ -219,9 +220,7 @@ class ReplicaExtended(parameter_server_strategy.ParameterServerStrategyExtended)
         if not cross_device_ops_lib.check_destinations(destinations):
             return False
         wanted = cross_device_ops_lib.get_devices_from(destinations)
-        return {device_util.canonicalize(device) for device in wanted} == {
-            device_util.canonicalize(device) for device in self._compute_devices
-        }
+        return {device_util.canonicalize(device) for device in wanted} == self._replica_devices
 
     def replica_row_fraction(self):
         """This replica's share of the global batch, n_r / B, inside `strategy.run`.

@@ -83,6 +83,7 @@ class ReplicaStrategy(distribute_lib.Strategy):
     Raises:
       ValueError: when a device argument is empty, has a duplicate, a wrong type, or names a
         device this process does not have.
+        Also when `mirror_weights` is not a bool.
     """
 
     def __init__(

@@ -121,6 +121,16 @@ class _TestCase(tf.test.TestCase, parameterized.TestCase):
             self.assertAllEqual(copy.numpy(), master)
 
 
+class ConstructionTest(_TestCase):
+    def test_repr_shows_mirror_weights(self):
+        self.assertEndsWith(repr(_strategy(2)), "mirror_weights=True)")
+        self.assertNotIn("mirror_weights", repr(_strategy(2, mirror_weights=False)))
+
+    def test_rejects_a_non_bool(self):
+        with self.assertRaisesRegex(ValueError, "Received: mirror_weights='yes'"):
+            ReplicaStrategy(_replica_devices(2), mirror_weights="yes")
+
+
 class DeviceAllReduceTest(_TestCase):
     """The all-reduce among replica devices: MirroredStrategy's local choice."""
 
