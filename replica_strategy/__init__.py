@@ -1,7 +1,15 @@
 """replica_strategy: Keras' `multi_gpu_model`, back as a `tf.distribute.Strategy`."""
 
-from replica_strategy.keras_compat import multi_gpu_model
+from replica_strategy.multi_gpu_shim import multi_gpu_model
 from replica_strategy.strategy import ReplicaStrategy
+from replica_strategy.tf_keras_support import register_tf_keras
+from replica_strategy.uneven_batches import exact_uneven_batches
 from replica_strategy.version import __version__
 
-__all__ = ["ReplicaStrategy", "multi_gpu_model", "__version__"]
+__all__ = [
+    "ReplicaStrategy",
+    "__version__",
+    "exact_uneven_batches",
+    "multi_gpu_model",
+    "register_tf_keras",
+]

@@ -12,8 +12,7 @@ import tensorflow as tf
 from absl.testing import parameterized
 from tensorflow.python.distribute import ps_values
 
-from replica_strategy import ReplicaStrategy
-from replica_strategy.keras_compat import multi_gpu_model
+from replica_strategy import ReplicaStrategy, multi_gpu_model
 
 
 def _sequential(seed=5):

@@ -16,8 +16,7 @@ import numpy as np
 import tensorflow as tf
 from absl.testing import parameterized
 
-from replica_strategy import ReplicaStrategy
-from replica_strategy.keras_compat import exact_uneven_batches
+from replica_strategy import ReplicaStrategy, exact_uneven_batches
 
 _FEATURES = 3
 

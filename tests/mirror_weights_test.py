@@ -19,11 +19,10 @@ from absl.testing import parameterized
 from tensorflow.python.distribute import cross_device_ops as cross_device_ops_lib
 from tensorflow.python.distribute import values as values_lib
 
-from replica_strategy import ReplicaStrategy
+from replica_strategy import ReplicaStrategy, exact_uneven_batches
 from replica_strategy import _device_all_reduce as device_all_reduce
 from replica_strategy._mirrored_weights import MirroredWeight
 from replica_strategy._variables import ParameterVariable
-from replica_strategy.keras_compat import exact_uneven_batches
 
 _HOST = "/cpu:0"
 _FEATURES = 3

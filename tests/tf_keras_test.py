@@ -15,8 +15,7 @@ import tensorflow as tf
 import tf_keras
 from absl.testing import parameterized
 
-from replica_strategy import ReplicaStrategy
-from replica_strategy.keras_compat import multi_gpu_model, register_tf_keras
+from replica_strategy import ReplicaStrategy, multi_gpu_model, register_tf_keras
 
 _FEATURES = 3
 

@@ -1,0 +1,66 @@
+"""Makes tf_keras accept `ReplicaStrategy` where it checks strategies against allow-lists.
+
+Importing this module registers `ReplicaStrategy` when tf_keras is already imported
+(`import replica_strategy` imports it); otherwise `multi_gpu_model` registers it for tf_keras
+models, or call `register_tf_keras()` yourself.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+
+import tensorflow as tf
+
+from replica_strategy.strategy import ReplicaStrategy
+
+_REGISTERED_MARK = "_replica_strategy_registered"
+
+
+def register_tf_keras() -> None:
+    """Makes tf_keras accept `ReplicaStrategy` where it checks strategies by allow-list.
+
+    tf_keras refuses strategies it does not know in two places:
+    - mixed precision: `loss_scale_optimizer.strategy_supports_loss_scaling()` (read by the
+      `mixed_float16` policy and `LossScaleOptimizer`), which exists because a strategy with
+      fewer variable copies than replicas would unscale gradients wrongly in *some* designs;
+      ReplicaStrategy unscales each replica's gradients before summing them, which is exact;
+    - `tf_keras.callbacks.BackupAndRestore`, whose `_supported_strategies` tuple is built in
+      `__init__`.
+    This function wraps both (the first returns True for `ReplicaStrategy`, the second appends
+    `ReplicaStrategy` to the tuple), marking what it wrapped so calling it again does nothing.
+    `multi_gpu_model` calls it for tf_keras models; importing this module calls it when tf_keras
+    is already imported; call it yourself if you import tf_keras later and train under
+    `ReplicaStrategy.scope()` with mixed precision or `BackupAndRestore`.
+    """
+    from tf_keras.src import callbacks  # noqa: PLC0415  (tf_keras is optional)
+    from tf_keras.src.mixed_precision import loss_scale_optimizer  # noqa: PLC0415
+
+    original_supports = loss_scale_optimizer.strategy_supports_loss_scaling
+    if not getattr(original_supports, _REGISTERED_MARK, False):
+
+        @functools.wraps(original_supports)
+        def strategy_supports_loss_scaling():
+            if tf.distribute.has_strategy() and isinstance(
+                tf.distribute.get_strategy(), ReplicaStrategy
+            ):
+                return True
+            return original_supports()
+
+        setattr(strategy_supports_loss_scaling, _REGISTERED_MARK, True)
+        loss_scale_optimizer.strategy_supports_loss_scaling = strategy_supports_loss_scaling
+
+    original_init = callbacks.BackupAndRestore.__init__
+    if not getattr(original_init, _REGISTERED_MARK, False):
+
+        @functools.wraps(original_init)
+        def __init__(self, *args, **kwargs):  # noqa: N807
+            original_init(self, *args, **kwargs)
+            self._supported_strategies = (*self._supported_strategies, ReplicaStrategy)
+
+        setattr(__init__, _REGISTERED_MARK, True)
+        callbacks.BackupAndRestore.__init__ = __init__
+
+
+if "tf_keras" in sys.modules:
+    register_tf_keras()

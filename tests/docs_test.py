@@ -1,0 +1,199 @@
+"""Every ```python block of README.md and docs/*.md runs as written.
+
+A page's blocks run in order, in one namespace, in a fresh process (each page configures its own
+logical devices, as a reader would) whose working directory is a scratch folder, so the files a
+snippet saves go nowhere near the repository. A traceback names the page and its line.
+
+A block that truly cannot run here (it needs GPUs, say) is preceded by
+`<!-- not-run: <reason> -->`; `test_not_run_blocks_are_few_and_listed` prints them and keeps
+the list short.
+"""
+
+import ast
+import dataclasses
+import glob
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import textwrap
+
+import tensorflow as tf
+from absl.testing import parameterized
+
+_REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_PAGES = ["README.md"] + sorted(
+    os.path.relpath(path, _REPOSITORY)
+    for path in glob.glob(os.path.join(_REPOSITORY, "docs", "*.md"))
+)
+_MAX_NOT_RUN = 3
+_README_MAX_BYTES = 12 * 1024
+
+_BLOCK = re.compile(
+    r"(?:<!--\s*not-run:\s*(?P<reason>.*?)\s*-->[ \t]*\n)?^```python[ \t]*\n(?P<code>.*?)^```",
+    re.DOTALL | re.MULTILINE,
+)
+_LINK = re.compile(r"\]\((?!https?://|mailto:|#)(?P<target>[^)\s#]+)(?:#[^)]*)?\)")
+
+# Runs each block with the page's line numbers, so a traceback points into the Markdown file.
+_RUNNER = """
+import json, sys
+namespace = {"__name__": "__main__"}
+for block in json.load(open(sys.argv[1])):
+    code = "\\n" * (block["line"] - 1) + block["code"]
+    exec(compile(code, block["page"], "exec"), namespace)
+"""
+
+
+@dataclasses.dataclass(frozen=True)
+class Block:
+    page: str
+    line: int  # of the block's first code line, 1-based
+    code: str
+    not_run_reason: str | None
+
+
+def _read(page: str) -> str:
+    with open(os.path.join(_REPOSITORY, page), encoding="utf-8") as file:
+        return file.read()
+
+
+def python_blocks(page: str) -> list[Block]:
+    text = _read(page)
+    return [
+        Block(
+            page=page,
+            line=text.count("\n", 0, match.start("code")) + 1,
+            code=match.group("code"),
+            not_run_reason=match.group("reason"),
+        )
+        for match in _BLOCK.finditer(text)
+    ]
+
+
+def _source_tree() -> str:
+    """The real checkout (under Bazel, runfiles are symlinks into it)."""
+    return os.path.dirname(os.path.realpath(os.path.join(_REPOSITORY, "README.md")))
+
+
+def _string_literals(*folders: str) -> list[str]:
+    """Every string literal of the Python files in `folders`, f-string fields as "<>"."""
+    literals = []
+    for folder in folders:
+        for path in glob.glob(os.path.join(_source_tree(), folder, "**", "*.py"), recursive=True):
+            with open(path, encoding="utf-8") as file:
+                tree = ast.parse(file.read())
+            for node in ast.walk(tree):
+                if isinstance(node, ast.JoinedStr):
+                    literals.append(
+                        "".join(
+                            part.value if isinstance(part, ast.Constant) else "<>"
+                            for part in node.values
+                        )
+                    )
+                elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+                    literals.append(node.value)
+    return literals
+
+
+class DocsTest(tf.test.TestCase, parameterized.TestCase):
+    def _run_blocks(self, blocks: list[Block]) -> subprocess.CompletedProcess:
+        with tempfile.TemporaryDirectory() as scratch:
+            blocks_file = os.path.join(scratch, "blocks.json")
+            with open(blocks_file, "w", encoding="utf-8") as file:
+                json.dump(
+                    [
+                        {"page": os.path.join(_REPOSITORY, b.page), "line": b.line, "code": b.code}
+                        for b in blocks
+                    ],
+                    file,
+                )
+            result = subprocess.run(
+                [sys.executable, "-c", _RUNNER, blocks_file],
+                cwd=scratch,
+                capture_output=True,
+                text=True,
+                timeout=600,
+                env=dict(os.environ, PYTHONPATH=_REPOSITORY, TF_CPP_MIN_LOG_LEVEL="2"),
+                check=False,
+            )
+        self.assertEqual(result.returncode, 0, result.stderr[-4000:])
+        return result
+
+    @parameterized.named_parameters(
+        (re.sub(r"\W", "_", page.removesuffix(".md")), page) for page in _PAGES
+    )
+    def test_python_blocks_run_as_written(self, page):
+        blocks = [block for block in python_blocks(page) if block.not_run_reason is None]
+        if not blocks:
+            self.skipTest(f"{page} has no Python block to run.")
+        self._run_blocks(blocks)
+
+    def test_not_run_blocks_are_few_and_listed(self):
+        not_run = [
+            block for page in _PAGES for block in python_blocks(page) if block.not_run_reason
+        ]
+        listing = "\n".join(f"  {b.page}:{b.line}: {b.not_run_reason}" for b in not_run)
+        print(f"\n{len(not_run)} documented Python block(s) not run:\n{listing}")
+        self.assertLessEqual(len(not_run), _MAX_NOT_RUN, listing)
+
+    def test_readme_is_a_front_page(self):
+        size = len(_read("README.md").encode("utf-8"))
+        self.assertLessEqual(size, _README_MAX_BYTES, "Move detail from README.md to docs/.")
+
+    @parameterized.named_parameters(
+        (re.sub(r"\W", "_", page.removesuffix(".md")), page) for page in _PAGES
+    )
+    def test_relative_links_resolve(self, page):
+        base = os.path.dirname(os.path.join(_source_tree(), page))
+        missing = [
+            match.group("target")
+            for match in _LINK.finditer(_read(page))
+            if not os.path.exists(os.path.join(base, match.group("target")))
+        ]
+        self.assertEmpty(missing, f"{page} links to files that do not exist")
+
+    def test_troubleshooting_quotes_messages_the_code_raises(self):
+        """Each ``### ``Error: message`` `` heading quotes a message the code can raise."""
+        page = os.path.join("docs", "troubleshooting.md")
+        headings = re.findall(r"^### ``\w+: (.+?)``[ \t]*$", _read(page), re.MULTILINE)
+        self.assertNotEmpty(headings)
+        messages = _string_literals("replica_strategy", "examples")
+        unquoted = [
+            heading
+            for heading in headings
+            if not any(
+                all(part in message for part in _fixed_parts(heading)) for message in messages
+            )
+        ]
+        self.assertEmpty(unquoted, f"{page}: no message in the code contains these headings")
+
+    def test_strategy_docstring_example_prints_what_it_says(self):
+        import replica_strategy  # noqa: PLC0415
+
+        code = re.findall(r"```python\n(.*?)```", replica_strategy.ReplicaStrategy.__doc__, re.S)
+        preamble = textwrap.dedent("""
+            import tensorflow as tf
+            import replica_strategy
+
+            cpu = tf.config.list_physical_devices("CPU")[0]
+            tf.config.set_logical_device_configuration(
+                cpu, [tf.config.LogicalDeviceConfiguration()] * 2
+            )
+            """)
+        block = Block("docstring", 1, preamble + textwrap.dedent(code[0]), None)
+        output = self._run_blocks([block]).stdout
+        self.assertIn("numpy=0", output)
+        self.assertIn("numpy=1", output)
+        self.assertIn("[0 0 1 1]", output)
+
+
+def _fixed_parts(heading: str) -> list[str]:
+    """The literal pieces of a heading around its <placeholders> and "...": `a <x> b` -> a, b."""
+    return [part.strip() for part in re.split(r"<[^<>]*>|\.\.\.", heading) if part.strip()]
+
+
+if __name__ == "__main__":
+    tf.test.main()
