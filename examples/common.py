@@ -1,19 +1,24 @@
-"""Flags shared by the example trainers, their validation, devices and the strategy factory.
+"""Flags shared by the example trainers, their validation, logging, devices and strategies.
 
-Every trainer's `main(argv)` calls `arguments_from_flags()` (bad values end with
-`app.UsageError` naming the flag), then `configure_devices()` before TensorFlow initializes, then
-its importable `train(...)`.
+Every flag is checked by absl as it is parsed (`DEFINE_enum`, bounds, validators), so a bad value
+ends the program with a usage error naming the flag, before TensorFlow does any work. Each
+trainer declares these flags its own (`flags.adopt_module_key_flags(common)`), so its `--help`
+lists them. A trainer's `main(argv)` then calls `configure_logging()`, `arguments_from_flags()`,
+`configure_devices()` (before TensorFlow initializes) and its importable `train(...)`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import logging as standard_logging
+import math
 import os
+import sys
 
 import tensorflow as tf
-from absl import app, flags
-from tensorflow.core.framework import summary_pb2
+from absl import app, flags, logging
 
 import replica_strategy
 
@@ -22,39 +27,109 @@ DATASETS = ("digits", "synthetic")
 # Strategies that replicate over the local devices named by --devices.
 LOCAL_STRATEGIES = ("replica", "mirrored", "central_storage")
 DEFAULT_CPU_COUNT = 2
+DIGITS_TRAIN_SIZE = 1437  # scikit-learn's 1797 digits minus the 360 held out (see data.py).
+# --seed seeds NumPy (32-bit seeds) and, plus one, the second layer's initializer.
+MAX_SEED = 2**31 - 2
 
-_STRATEGY = flags.DEFINE_string(
+# Strategy construction. Options of `ReplicaStrategy` itself (such as a later
+# --mirror_weights) belong here, and go to `make_strategy` as keyword arguments.
+_STRATEGY = flags.DEFINE_enum(
     "strategy",
     "replica",
-    f"Distribution strategy, one of {', '.join(STRATEGIES)}. 'multi_worker' reads the cluster "
-    "from TF_CONFIG; 'default' uses no strategy.",
+    STRATEGIES,
+    "Distribution strategy: 'replica' (ReplicaStrategy), 'mirrored', 'central_storage', "
+    "'one_device', 'multi_worker' (TensorFlow's MultiWorkerMirroredStrategy, cluster from "
+    "TF_CONFIG) or 'default' (no strategy).",
 )
 _DEVICES = flags.DEFINE_string(
     "devices",
     None,
     "Replica devices: a count ('4') or a comma-separated list of device names "
     "('/gpu:0,/gpu:1', '/cpu:0,/cpu:1') or GPU ids ('0,1'). With no GPU, a count splits the "
-    "CPU into that many logical devices. Default: every GPU, else 2 logical CPUs.",
+    "CPU into that many logical devices. Default: every GPU, else 2 logical CPUs. Ignored by "
+    "--strategy=multi_worker and default.",
 )
-_DATASET = flags.DEFINE_string("dataset", "digits", f"Training data, one of {', '.join(DATASETS)}.")
+
+# Data and model.
+_DATASET = flags.DEFINE_enum(
+    "dataset",
+    "digits",
+    DATASETS,
+    "Training data: 'digits' (scikit-learn's 8x8 handwritten digits, nothing downloaded) or "
+    "'synthetic' (noisy RGB images around one random prototype per class: learnable, any size).",
+)
 _NUM_SAMPLES = flags.DEFINE_integer(
     "num_samples",
     None,
-    "Training samples to use (digits: at most 1437; synthetic: how many to generate, "
-    "default 2048).",
+    f"Training samples to use (digits: at most {DIGITS_TRAIN_SIZE}, default all; synthetic: "
+    "how many to generate, default 2048).",
+    lower_bound=1,
 )
-_IMAGE_SIZE = flags.DEFINE_integer("image_size", 32, "Side of the synthetic RGB images.")
-_HIDDEN_UNITS = flags.DEFINE_integer("hidden_units", 64, "Width of the model's hidden layer.")
-_BATCH_SIZE = flags.DEFINE_integer("batch_size", 64, "Global batch size (all replicas).")
-_EPOCHS = flags.DEFINE_integer("epochs", 20, "Number of epochs to train for.")
-_LEARNING_RATE = flags.DEFINE_float("learning_rate", 0.005, "Adam learning rate.")
+_IMAGE_SIZE = flags.DEFINE_integer(
+    "image_size",
+    32,
+    "Side of the synthetic RGB images (at least 3: the legacy model's first layer is a 3x3 "
+    "convolution).",
+    lower_bound=3,
+)
+_HIDDEN_UNITS = flags.DEFINE_integer(
+    "hidden_units", 64, "Width of the model's hidden layer.", lower_bound=1
+)
+
+# Training.
+_BATCH_SIZE = flags.DEFINE_integer(
+    "batch_size", 64, "Global batch size, split across all replicas.", lower_bound=1
+)
+_EPOCHS = flags.DEFINE_integer(
+    "epochs", 20, "Total epochs, counting those restored from a checkpoint.", lower_bound=1
+)
+_LEARNING_RATE = flags.DEFINE_float(
+    "learning_rate", 0.005, "Learning rate (Adam; RMSprop for the legacy trainer)."
+)
+_SEED = flags.DEFINE_integer(
+    "seed",
+    0,
+    "Seed for the initial weights, every epoch's data order and the synthetic data.",
+    lower_bound=0,
+    upper_bound=MAX_SEED,
+)
 _MODEL_DIR = flags.DEFINE_string(
     "model_dir",
     None,
     "Where checkpoints, TensorBoard logs and the final model go (default ./runs/<trainer>). "
-    "A restart with the same flags resumes from the latest checkpoint here.",
+    "A restart with the same flags resumes from the newest checkpoint here. One trainer at a "
+    "time: a second one on the same directory is refused.",
 )
-_SEED = flags.DEFINE_integer("seed", 0, "Seed for weights, data order and synthetic data.")
+
+
+def _check_learning_rate(value: float) -> bool:
+    return 0 < value < math.inf
+
+
+def _check_devices(value: str | None) -> bool:
+    try:
+        parse_devices(value)
+    except ValueError as error:
+        raise flags.ValidationError(str(error)) from None
+    return True
+
+
+def _check_num_samples(values: dict) -> bool:
+    if values["dataset"] == "digits" and (values["num_samples"] or 0) > DIGITS_TRAIN_SIZE:
+        raise flags.ValidationError(
+            f"--dataset=digits has {DIGITS_TRAIN_SIZE} training samples; ask for at most that "
+            f"many, or use --dataset=synthetic. Received: --num_samples={values['num_samples']}"
+        )
+    return True
+
+
+flags.register_validator(
+    _LEARNING_RATE,
+    _check_learning_rate,
+    "--learning_rate must be a positive number, e.g. 0.001.",
+)
+flags.register_validator(_DEVICES, _check_devices)
+flags.register_multi_flags_validator([_DATASET, _NUM_SAMPLES], _check_num_samples)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,7 +150,7 @@ class Arguments:
 
 
 def arguments_from_flags(default_model_dir: str) -> Arguments:
-    """Reads and validates the shared flags.
+    """The shared flags (absl validated them when it parsed them).
 
     Args:
       default_model_dir: the `--model_dir` to use when the flag is unset.
@@ -83,17 +158,7 @@ def arguments_from_flags(default_model_dir: str) -> Arguments:
     Returns:
       The flag values; `devices` is still a count, a list of names, or None (see
       `configure_devices`).
-
-    Raises:
-      app.UsageError: naming the flag, for any value out of range.
     """
-    _check_choice("strategy", _STRATEGY.value, STRATEGIES)
-    _check_choice("dataset", _DATASET.value, DATASETS)
-    for holder in (_BATCH_SIZE, _EPOCHS, _HIDDEN_UNITS, _IMAGE_SIZE):
-        _check_positive(holder.name, holder.value)
-    if _NUM_SAMPLES.value is not None:
-        _check_positive(_NUM_SAMPLES.name, _NUM_SAMPLES.value)
-    _check_positive(_LEARNING_RATE.name, _LEARNING_RATE.value)
     return Arguments(
         strategy=_STRATEGY.value,
         devices=parse_devices(_DEVICES.value),
@@ -109,16 +174,24 @@ def arguments_from_flags(default_model_dir: str) -> Arguments:
     )
 
 
-def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise app.UsageError(
-            f"--{name} must be one of {', '.join(choices)}. Received: --{name}={value}"
-        )
+def configure_logging() -> None:
+    """Python logging at WARNING unless `--verbosity` is given, each line printed once.
 
-
-def _check_positive(name: str, value: float) -> None:
-    if value <= 0:
-        raise app.UsageError(f"--{name} must be positive. Received: --{name}={value}")
+    `app.run` puts absl's handler on the root logger. TensorFlow gave its own `tensorflow`
+    logger a stderr handler of its own when it was imported (no root handler existed yet), and
+    its records also propagate to the root: each line came out twice, once from each handler.
+    Removing TensorFlow's handler, as absl does for the root logger's, leaves absl's.
+    """
+    if not flags.FLAGS["verbosity"].present:
+        logging.set_verbosity(logging.WARNING)
+    if logging.get_absl_handler() in standard_logging.getLogger().handlers:
+        tf_logger = tf.get_logger()
+        for handler in list(tf_logger.handlers):
+            if isinstance(handler, standard_logging.StreamHandler) and handler.stream in (
+                sys.stderr,
+                sys.stdout,
+            ):
+                tf_logger.removeHandler(handler)
 
 
 def parse_devices(value: str | None) -> int | list[str] | None:
@@ -128,13 +201,13 @@ def parse_devices(value: str | None) -> int | list[str] | None:
       None, a positive count, or a list of device names (GPU ids become "/gpu:<id>").
 
     Raises:
-      app.UsageError: for an empty entry, a count below 1, or a mix of ids and names.
+      ValueError: for an empty entry, a count below 1, or a mix of ids and names.
     """
     if value is None:
         return None
     entries = [entry.strip() for entry in value.split(",")]
     if not all(entries):
-        raise app.UsageError(
+        raise ValueError(
             "--devices must be a count ('2') or a comma-separated list of device names or GPU "
             f"ids ('/cpu:0,/cpu:1', '0,1'), with no empty entry. Received: --devices={value}"
         )
@@ -142,12 +215,12 @@ def parse_devices(value: str | None) -> int | list[str] | None:
     if len(entries) == 1 and numeric[0]:
         count = int(entries[0])
         if count < 1:
-            raise app.UsageError(f"--devices count must be at least 1. Received: --devices={value}")
+            raise ValueError(f"--devices count must be at least 1. Received: --devices={value}")
         return count
     if all(numeric):
         return [f"/gpu:{entry}" for entry in entries]
     if any(numeric) or not all(entry.startswith("/") for entry in entries):
-        raise app.UsageError(
+        raise ValueError(
             "--devices must list either GPU ids ('0,1') or device names starting with '/' "
             f"('/gpu:0,/cpu:1'), not a mix. Received: --devices={value}"
         )
@@ -175,6 +248,7 @@ def configure_devices(devices: int | list[str] | None) -> list[str]:
         cpu_indices = [_cpu_index(name) for name in devices]
         if not gpu_count and all(index is not None for index in cpu_indices):
             _split_cpu(max(cpu_indices) + 1)
+        _check_local_devices(devices)
         return devices
     if gpu_count:
         count = gpu_count if devices is None else devices
@@ -186,6 +260,37 @@ def configure_devices(devices: int | list[str] | None) -> list[str]:
     count = DEFAULT_CPU_COUNT if devices is None else devices
     _split_cpu(count)
     return [f"/cpu:{index}" for index in range(count)]
+
+
+def _check_local_devices(names: list[str]) -> None:
+    """Every name is a distinct device of this process, or a usage error lists those there are."""
+    available = [device.name for device in tf.config.list_logical_devices()]
+    received = f"Received: --devices={','.join(names)}"
+    seen = {}
+    for name in names:
+        spec = _device_spec(name, received)
+        local = spec.job in (None, "localhost") and not spec.replica and not spec.task
+        canonical = f"/device:{(spec.device_type or '').upper()}:{spec.device_index or 0}"
+        if not local or canonical not in available:
+            raise app.UsageError(
+                f"--devices names {name}, which this process does not have (the trainers run "
+                f"on one machine). Available: {', '.join(available)}. {received}"
+            )
+        if canonical in seen:
+            raise app.UsageError(
+                f"--devices names {canonical} twice ({seen[canonical]} and {name}); each device "
+                f"holds one replica. {received}"
+            )
+        seen[canonical] = name
+
+
+def _device_spec(name: str, received: str) -> tf.DeviceSpec:
+    try:
+        return tf.DeviceSpec.from_string(name)
+    except ValueError as error:
+        raise app.UsageError(
+            f"--devices entry {name} is not a device name ({error}). {received}"
+        ) from None
 
 
 def _cpu_index(name: str) -> int | None:
@@ -212,19 +317,25 @@ def _split_cpu(count: int) -> None:
         )
 
 
-def make_strategy(name: str, devices: list[str] | None):
+def make_strategy(name: str, devices: list[str] | None, **replica_options):
     """Builds the strategy `--strategy` names.
 
     Args:
       name: one of `STRATEGIES`.
       devices: device names for the local strategies (`one_device` uses the first);
         `multi_worker` and `default` ignore them.
+      **replica_options: further keyword arguments of `ReplicaStrategy` (strategy-construction
+        flags go here); only `name="replica"` takes them.
 
     Returns:
       A `tf.distribute.Strategy`.
     """
     if name == "replica":
-        return replica_strategy.ReplicaStrategy(devices)
+        return replica_strategy.ReplicaStrategy(devices, **replica_options)
+    if replica_options:
+        raise ValueError(
+            f"{sorted(replica_options)} apply to ReplicaStrategy only. Received: strategy={name!r}"
+        )
     if name == "mirrored":
         return tf.distribute.MirroredStrategy(devices)
     if name == "central_storage":
@@ -334,31 +445,48 @@ def announce_outputs(directory: str, model_path: str) -> None:
     )
 
 
-class ScalarLog:
-    """Writes per-epoch scalars as TensorBoard event files, under `log_dir/<split>`.
+def resume(checkpoints, epochs: int) -> int:
+    """Restores the newest committed checkpoint of `checkpoints`, says so; returns its epoch."""
+    initial_epoch, prefix = checkpoints.restore_latest()
+    if prefix is None:
+        print(f"No checkpoint in {checkpoints.directory}; training from scratch.", flush=True)
+    else:
+        print(
+            f"Resumed from checkpoint {prefix} after epoch {initial_epoch} of {epochs}.",
+            flush=True,
+        )
+    return initial_epoch
 
-    It uses TensorFlow's own `tf.summary.write` with the scalar plugin's metadata, so runs log
-    without the `tensorboard` package installed; `pip install tensorboard` only to view them.
-    Keys starting with "val_" go to `log_dir/validation`, the others to `log_dir/train`.
+
+def finish(model, output_dir, accuracy, history, initial_epoch, epochs) -> TrainResult:
+    """Saves the final model and `summary.json`, prints where they are; returns the result."""
+    model_path = os.path.join(output_dir, "model.keras")
+    model.save(model_path)
+    history = {name: [float(value) for value in values] for name, values in history.items()}
+    write_summary(
+        output_dir,
+        {"test_accuracy": accuracy, "epochs": epochs, "initial_epoch": initial_epoch},
+    )
+    print(f"Held-out accuracy: {accuracy:.4f}", flush=True)
+    announce_outputs(output_dir, model_path)
+    return TrainResult(
+        test_accuracy=accuracy,
+        history=history,
+        initial_epoch=initial_epoch,
+        model_path=model_path,
+        output_dir=output_dir,
+        weights=model.get_weights(),
+    )
+
+
+@contextlib.contextmanager
+def exit_with_message(*error_types):
+    """Ends the program with the message of an error of `error_types` alone, exit status 1.
+
+    For errors whose message names the problem and its fix (a damaged checkpoint, a model that
+    does not match `--model_dir`): a traceback would bury it.
     """
-
-    def __init__(self, log_dir: str):
-        self._writers = {
-            split: tf.summary.create_file_writer(os.path.join(log_dir, split))
-            for split in ("train", "validation")
-        }
-        self._metadata = summary_pb2.SummaryMetadata()
-        self._metadata.plugin_data.plugin_name = "scalars"
-        self._metadata.data_class = summary_pb2.DATA_CLASS_SCALAR
-
-    def write(self, epoch: int, values: dict) -> None:
-        """Logs `values` ({"loss": 0.3, "val_accuracy": 0.9, ...}) at step `epoch`."""
-        for name, value in values.items():
-            split = "validation" if name.startswith("val_") else "train"
-            tag = "epoch_" + name.removeprefix("val_")
-            with self._writers[split].as_default():
-                tf.summary.write(
-                    tag, tf.constant(float(value)), step=epoch, metadata=self._metadata
-                )
-        for writer in self._writers.values():
-            writer.flush()
+    try:
+        yield
+    except error_types as error:
+        raise SystemExit(f"{type(error).__name__}: {error}") from error

@@ -61,6 +61,21 @@ def load(name: str, num_samples: int | None = None, image_size: int = 32, seed: 
     return data
 
 
+_DESCRIPTIONS = {
+    "digits": "scikit-learn's handwritten digits",
+    "synthetic": "noisy copies of one random prototype image per class",
+}
+
+
+def describe(name: str, data: Data) -> str:
+    """One line saying what a trainer trains on, e.g. for its first line of output."""
+    shape = "x".join(str(side) for side in data.train_images.shape[1:])
+    return (
+        f"Data: {name} ({_DESCRIPTIONS[name]}), {len(data.train_labels)} training and "
+        f"{len(data.test_labels)} held-out images of {shape}, {NUM_CLASSES} classes."
+    )
+
+
 def _digits() -> Data:
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split

@@ -19,15 +19,22 @@ import sys
 
 if __package__ in (None, ""):  # Run as a script: make `examples` and the package importable.
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+if __name__ == "__main__":
+    # TensorFlow's C++ runtime logs from import on, before absl reads --verbosity: WARNING and
+    # above unless TF_CPP_MIN_LOG_LEVEL says otherwise (0 shows its INFO lines).
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
-from absl import app  # noqa: E402
+from absl import app, flags  # noqa: E402
 
 from examples import checkpoints as checkpoints_lib  # noqa: E402
 from examples import common  # noqa: E402
 from examples import data as data_lib  # noqa: E402
+from examples import model_dir as model_dir_lib  # noqa: E402
+
+flags.adopt_module_key_flags(common)  # --help lists the shared flags as this trainer's own.
 
 DEFAULT_MODEL_DIR = os.path.join("runs", "train_custom_loop")
 
@@ -57,58 +64,72 @@ def train(
     if common.is_local(strategy):
         devices = devices or common.default_devices()
     distribution = common.make_strategy(strategy, devices)  # First TF object (multi_worker).
-    keras.utils.set_random_seed(seed)
-    data = data_lib.load(dataset, num_samples, image_size, seed)
     output_dir, _ = common.output_dir(distribution, model_dir)
-    with distribution.scope():
-        model = data_lib.build_model(data.train_images.shape[1:], hidden_units, seed)
-        optimizer = keras.optimizers.Adam(learning_rate)
-        optimizer.build(model.trainable_variables)
-    checkpoints = checkpoints_lib.EpochCheckpoints(
-        os.path.join(output_dir, "checkpoints"), model, optimizer
-    )
-    initial_epoch, prefix = checkpoints.restore_latest()
-    _announce_start(checkpoints.directory, prefix, initial_epoch, epochs)
-    train_step = _make_train_step(distribution, model, optimizer)
-    held_out = distribution.experimental_distribute_dataset(
-        data_lib.held_out_batches(data.test_images, data.test_labels, batch_size)
-    )
-    evaluate = _make_evaluate(distribution, model, held_out, len(data.test_labels))
-    log = common.ScalarLog(os.path.join(output_dir, "logs"))
-    steps = data_lib.steps_per_epoch(len(data.train_labels), batch_size)
-    history = {"loss": [], "val_accuracy": []}
-    for epoch in range(initial_epoch, epochs):
-        print(f"Epoch {epoch + 1}/{epochs}", flush=True)
-        batches = distribution.experimental_distribute_dataset(
-            data_lib.training_batches(
-                data.train_images, data.train_labels, batch_size, seed, range(epoch, epoch + 1)
+    with model_dir_lib.exclusive(output_dir):
+        keras.utils.set_random_seed(seed)
+        data = data_lib.load(dataset, num_samples, image_size, seed)
+        print(data_lib.describe(dataset, data), flush=True)
+        with distribution.scope():
+            model = data_lib.build_model(data.train_images.shape[1:], hidden_units, seed)
+            optimizer = keras.optimizers.Adam(learning_rate)
+            optimizer.build(model.trainable_variables)
+        checkpoints = checkpoints_lib.EpochCheckpoints(
+            os.path.join(output_dir, "checkpoints"), model, optimizer
+        )
+        initial_epoch = common.resume(checkpoints, epochs)
+        train_step = _make_train_step(distribution, model, optimizer)
+        held_out = distribution.experimental_distribute_dataset(
+            data_lib.held_out_batches(data.test_images, data.test_labels, batch_size)
+        )
+        evaluate = _make_evaluate(distribution, model, held_out, len(data.test_labels))
+        log = _EpochLog(os.path.join(output_dir, "logs"))
+        steps = data_lib.steps_per_epoch(len(data.train_labels), batch_size)
+        history = {"loss": [], "val_accuracy": []}
+        for epoch in range(initial_epoch, epochs):
+            print(f"Epoch {epoch + 1}/{epochs}", flush=True)
+            batches = distribution.experimental_distribute_dataset(
+                data_lib.training_batches(
+                    data.train_images, data.train_labels, batch_size, seed, range(epoch, epoch + 1)
+                )
             )
-        )
-        progress = keras.utils.Progbar(steps, verbose=verbose)
-        losses = []
-        for step, batch in enumerate(batches):
-            losses.append(float(train_step(batch)))
-            progress.update(step + 1, [("loss", losses[-1])])
-        values = {"loss": float(np.mean(losses)), "val_accuracy": evaluate()}
-        log.write(epoch + 1, values)
+            progress = keras.utils.Progbar(steps, verbose=verbose)
+            losses = []
+            for step, batch in enumerate(batches):
+                losses.append(float(train_step(batch)))
+                progress.update(step + 1, [("loss", losses[-1])])
+            values = {"loss": float(np.mean(losses)), "val_accuracy": evaluate()}
+            log.write(epoch, values)
+            for name, value in values.items():
+                history[name].append(value)
+            prefix = checkpoints.save(epoch + 1)
+            print(
+                f"Epoch {epoch + 1}/{epochs}: val_accuracy {values['val_accuracy']:.4f}, "
+                f"checkpoint saved to {prefix}",
+                flush=True,
+            )
+        return common.finish(model, output_dir, evaluate(), history, initial_epoch, epochs)
+
+
+class _EpochLog:
+    """Per-epoch scalars for TensorBoard, laid out as Keras' `TensorBoard` callback lays them.
+
+    `logs/train/epoch_<name>` and, for "val_<name>", `logs/validation/epoch_<name>`, at step
+    `epoch` (0-based): runs of both trainers show side by side.
+    """
+
+    def __init__(self, log_dir: str):
+        self._writers = {
+            split: tf.summary.create_file_writer(os.path.join(log_dir, split))
+            for split in ("train", "validation")
+        }
+
+    def write(self, epoch: int, values: dict) -> None:
         for name, value in values.items():
-            history[name].append(value)
-        prefix = checkpoints.save(epoch + 1)
-        print(
-            f"Epoch {epoch + 1}/{epochs}: val_accuracy {values['val_accuracy']:.4f}, "
-            f"checkpoint saved to {prefix}",
-            flush=True,
-        )
-    return _finish(model, output_dir, evaluate(), history, initial_epoch, epochs)
-
-
-def _announce_start(directory: str, prefix: str | None, initial_epoch: int, epochs: int) -> None:
-    if prefix is None:
-        print(f"No checkpoint in {directory}; training from scratch.", flush=True)
-    else:
-        print(
-            f"Resumed from checkpoint {prefix} after epoch {initial_epoch} of {epochs}.", flush=True
-        )
+            split = "validation" if name.startswith("val_") else "train"
+            with self._writers[split].as_default():
+                tf.summary.scalar("epoch_" + name.removeprefix("val_"), value, step=epoch)
+        for writer in self._writers.values():
+            writer.flush()
 
 
 def _make_train_step(distribution, model, optimizer):
@@ -151,33 +172,18 @@ def _make_evaluate(distribution, model, held_out, num_rows: int):
     return evaluate
 
 
-def _finish(model, output_dir, accuracy, history, initial_epoch, epochs) -> common.TrainResult:
-    model_path = os.path.join(output_dir, "model.keras")
-    model.save(model_path)
-    common.write_summary(
-        output_dir,
-        {"test_accuracy": accuracy, "epochs": epochs, "initial_epoch": initial_epoch},
-    )
-    print(f"Held-out accuracy: {accuracy:.4f}", flush=True)
-    common.announce_outputs(output_dir, model_path)
-    return common.TrainResult(
-        test_accuracy=accuracy,
-        history=history,
-        initial_epoch=initial_epoch,
-        model_path=model_path,
-        output_dir=output_dir,
-        weights=model.get_weights(),
-    )
-
-
 def main(argv):
     del argv  # Unused.
+    common.configure_logging()
     arguments = common.arguments_from_flags(DEFAULT_MODEL_DIR)
     devices = (
         common.configure_devices(arguments.devices) if common.is_local(arguments.strategy) else None
     )
     tf.config.experimental.enable_op_determinism()
-    train(**(dataclasses.asdict(arguments) | {"devices": devices}))
+    with common.exit_with_message(
+        checkpoints_lib.CorruptCheckpointError, checkpoints_lib.ModelMismatchError
+    ):
+        train(**(dataclasses.asdict(arguments) | {"devices": devices}))
 
 
 if __name__ == "__main__":

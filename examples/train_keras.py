@@ -19,14 +19,21 @@ import sys
 
 if __package__ in (None, ""):  # Run as a script: make `examples` and the package importable.
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+if __name__ == "__main__":
+    # TensorFlow's C++ runtime logs from import on, before absl reads --verbosity: WARNING and
+    # above unless TF_CPP_MIN_LOG_LEVEL says otherwise (0 shows its INFO lines).
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
-from absl import app  # noqa: E402
+from absl import app, flags  # noqa: E402
 
 from examples import checkpoints as checkpoints_lib  # noqa: E402
 from examples import common  # noqa: E402
 from examples import data as data_lib  # noqa: E402
+from examples import model_dir as model_dir_lib  # noqa: E402
+
+flags.adopt_module_key_flags(common)  # --help lists the shared flags as this trainer's own.
 
 DEFAULT_MODEL_DIR = os.path.join("runs", "train_keras")
 
@@ -70,103 +77,75 @@ def train(
         devices = devices or common.default_devices()
     # First TF object: MultiWorkerMirroredStrategy must exist before other TF work.
     distribution = common.make_strategy(strategy, devices)
-    keras.utils.set_random_seed(seed)
-    data = data_lib.load(dataset, num_samples, image_size, seed)
     output_dir, _ = common.output_dir(distribution, model_dir)
-    with distribution.scope():
-        model = data_lib.build_model(data.train_images.shape[1:], hidden_units, seed)
-        model.compile(
-            optimizer=keras.optimizers.Adam(learning_rate),
-            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-            metrics=["accuracy"],
+    with model_dir_lib.exclusive(output_dir):
+        keras.utils.set_random_seed(seed)
+        data = data_lib.load(dataset, num_samples, image_size, seed)
+        print(data_lib.describe(dataset, data), flush=True)
+        with distribution.scope():
+            model = data_lib.build_model(data.train_images.shape[1:], hidden_units, seed)
+            model.compile(
+                optimizer=keras.optimizers.Adam(learning_rate),
+                loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                metrics=["accuracy"],
+            )
+            model.optimizer.build(model.trainable_variables)
+        checkpoints = checkpoints_lib.EpochCheckpoints(
+            os.path.join(output_dir, "checkpoints"), model, model.optimizer
         )
-        model.optimizer.build(model.trainable_variables)
-    checkpoints = checkpoints_lib.EpochCheckpoints(
-        os.path.join(output_dir, "checkpoints"), model, model.optimizer
-    )
-    initial_epoch = _resume(checkpoints, epochs)
-    held_out = data_lib.held_out_batches(data.test_images, data.test_labels, batch_size)
-    history = {}
-    if initial_epoch < epochs:
-        steps = data_lib.steps_per_epoch(len(data.train_labels), batch_size)
-        batches = data_lib.training_batches(
-            data.train_images, data.train_labels, batch_size, seed, range(initial_epoch, epochs)
-        )
-        callbacks = [
-            # Listed first so each epoch's progress line ends before the checkpoint line.
-            keras.callbacks.ProgbarLogger(),
-            _LogAndCheckpointEachEpoch(
-                common.ScalarLog(os.path.join(output_dir, "logs")), checkpoints, epochs
-            ),
-        ]
-        history = model.fit(
-            batches,
-            epochs=epochs,
-            initial_epoch=initial_epoch,
-            steps_per_epoch=steps,
-            validation_data=held_out,
-            callbacks=callbacks,
-            verbose=verbose,
-        ).history
-    accuracy = float(model.evaluate(held_out, return_dict=True, verbose=0)["accuracy"])
-    return _finish(model, output_dir, accuracy, history, initial_epoch, epochs)
+        initial_epoch = common.resume(checkpoints, epochs)
+        held_out = data_lib.held_out_batches(data.test_images, data.test_labels, batch_size)
+        history = {}
+        if initial_epoch < epochs:
+            steps = data_lib.steps_per_epoch(len(data.train_labels), batch_size)
+            batches = data_lib.training_batches(
+                data.train_images, data.train_labels, batch_size, seed, range(initial_epoch, epochs)
+            )
+            callbacks = [
+                # Listed first so each epoch's progress line ends before the checkpoint line.
+                keras.callbacks.ProgbarLogger(),
+                keras.callbacks.TensorBoard(os.path.join(output_dir, "logs"), write_graph=False),
+                _CheckpointEachEpoch(checkpoints, epochs),
+            ]
+            history = model.fit(
+                batches,
+                epochs=epochs,
+                initial_epoch=initial_epoch,
+                steps_per_epoch=steps,
+                validation_data=held_out,
+                callbacks=callbacks,
+                shuffle=False,  # Each epoch comes in its own order already (data.epoch_order).
+                verbose=verbose,
+            ).history
+        accuracy = float(model.evaluate(held_out, return_dict=True, verbose=0)["accuracy"])
+        return common.finish(model, output_dir, accuracy, history, initial_epoch, epochs)
 
 
-def _resume(checkpoints: checkpoints_lib.EpochCheckpoints, epochs: int) -> int:
-    initial_epoch, prefix = checkpoints.restore_latest()
-    if prefix is None:
-        print(f"No checkpoint in {checkpoints.directory}; training from scratch.", flush=True)
-    else:
-        print(
-            f"Resumed from checkpoint {prefix} after epoch {initial_epoch} of {epochs}.",
-            flush=True,
-        )
-    return initial_epoch
+class _CheckpointEachEpoch(keras.callbacks.Callback):
+    """Saves model + optimizer + epoch at the end of each epoch."""
 
-
-def _finish(model, output_dir, accuracy, history, initial_epoch, epochs) -> common.TrainResult:
-    model_path = os.path.join(output_dir, "model.keras")
-    model.save(model_path)
-    history = {name: [float(value) for value in values] for name, values in history.items()}
-    common.write_summary(
-        output_dir,
-        {"test_accuracy": accuracy, "epochs": epochs, "initial_epoch": initial_epoch},
-    )
-    print(f"Held-out accuracy: {accuracy:.4f}", flush=True)
-    common.announce_outputs(output_dir, model_path)
-    return common.TrainResult(
-        test_accuracy=accuracy,
-        history=history,
-        initial_epoch=initial_epoch,
-        model_path=model_path,
-        output_dir=output_dir,
-        weights=model.get_weights(),
-    )
-
-
-class _LogAndCheckpointEachEpoch(keras.callbacks.Callback):
-    """Logs the epoch's metrics for TensorBoard, then saves model + optimizer + epoch."""
-
-    def __init__(self, log, checkpoints: checkpoints_lib.EpochCheckpoints, epochs: int):
+    def __init__(self, checkpoints: checkpoints_lib.EpochCheckpoints, epochs: int):
         super().__init__()
-        self._log = log
         self._checkpoints = checkpoints
         self._epochs = epochs
 
     def on_epoch_end(self, epoch, logs=None):
-        self._log.write(epoch + 1, logs or {})
         prefix = self._checkpoints.save(epoch + 1)
         print(f"Epoch {epoch + 1}/{self._epochs}: checkpoint saved to {prefix}", flush=True)
 
 
 def main(argv):
     del argv  # Unused.
+    common.configure_logging()
     arguments = common.arguments_from_flags(DEFAULT_MODEL_DIR)
     devices = (
         common.configure_devices(arguments.devices) if common.is_local(arguments.strategy) else None
     )
     tf.config.experimental.enable_op_determinism()
-    train(**(dataclasses.asdict(arguments) | {"devices": devices}))
+    with common.exit_with_message(
+        checkpoints_lib.CorruptCheckpointError, checkpoints_lib.ModelMismatchError
+    ):
+        train(**(dataclasses.asdict(arguments) | {"devices": devices}))
 
 
 if __name__ == "__main__":

@@ -1,5 +1,10 @@
 """replica_strategy: Keras' `multi_gpu_model`, back as a `tf.distribute.Strategy`."""
 
+# First, so that a missing or unsupported TensorFlow is reported with what to install.
+from replica_strategy import _tensorflow_check  # noqa: F401
+
+# isort: split
+
 from replica_strategy.multi_gpu_shim import multi_gpu_model
 from replica_strategy.strategy import ReplicaStrategy
 from replica_strategy.tf_keras_support import register_tf_keras

@@ -8,15 +8,20 @@ fixed here:
   which Keras 3's `assign(self + value)` over-counted;
 - writes with aggregation NONE from replica context apply once instead of raising
   (`_variables.ParameterVariable`);
-- `reduce` walks nested structures, and tolerates the uneven first batch Keras reduces to
-  build models;
+- `reduce` walks nested structures, and rejects per-replica values of different shapes with an
+  error saying how to reduce them (`ReplicaStrategy.reduce` lets Keras build on any first batch);
 - the last partial batch of a dataset is kept (`get_next_as_optional`), and `InputOptions`,
   including `PER_REPLICA` replication, are honoured.
 """
 
 from __future__ import annotations
 
-from absl import logging
+import contextlib
+import threading
+import weakref
+
+from tensorflow.python.autograph.core import ag_ctx as autograph_ctx
+from tensorflow.python.autograph.impl import api as autograph
 from tensorflow.python.distribute import (
     cross_device_ops as cross_device_ops_lib,
 )
@@ -31,7 +36,9 @@ from tensorflow.python.distribute import (
     parameter_server_strategy,
     values,
 )
-from tensorflow.python.framework import indexed_slices, ops, tensor_util
+from tensorflow.python.eager import context, def_function
+from tensorflow.python.framework import indexed_slices, ops, tensor_shape, tensor_util
+from tensorflow.python.framework import tensor as tensor_lib
 from tensorflow.python.ops import array_ops, cond, math_ops, variable_scope
 from tensorflow.python.util import nest
 
@@ -77,19 +84,51 @@ class ReplicaExtended(parameter_server_strategy.ParameterServerStrategyExtended)
         # Keeps the last partial batch of a dataset instead of dropping it. One replica takes
         # any batch whole, and skips the optional-element checks on every step.
         self.experimental_enable_get_next_as_optional = len(devices) > 1
-        # Rows each replica holds in the `run` under way (None: the step has no batched input).
-        self._rows_per_replica = None
+        self._run_rows = _RunRows()
+        self._traced_around_replicas = weakref.WeakKeyDictionary()
 
     # -- replicas ------------------------------------------------------------------------------
 
     def _call_for_each_replica(self, fn, args, kwargs):
-        outer_rows = self._rows_per_replica
-        if self._num_replicas_in_sync > 1:  # One replica takes the whole batch: nothing to mask.
-            self._rows_per_replica = _rows_per_replica((args, kwargs), self._num_replicas_in_sync)
-        try:
-            return mirrored_run.call_for_each_replica(self._container_strategy(), fn, args, kwargs)
-        finally:
-            self._rows_per_replica = outer_rows
+        strategy = self._container_strategy()
+        if self._num_replicas_in_sync == 1:  # One replica takes the whole batch: nothing to count.
+            return mirrored_run.call_for_each_replica(strategy, fn, args, kwargs)
+        if isinstance(fn, def_function.Function):
+            return self._trace_around_replicas(fn)(*args, **kwargs)
+        if not context.executing_eagerly():
+            # What mirrored_run would do to `fn`; it leaves the wrapper below unconverted.
+            fn = autograph.tf_convert(fn, autograph_ctx.control_status_ctx())
+        rows = _rows_per_replica((args, kwargs), self._num_replicas_in_sync)
+        # Merge functions run in this thread, each replica in a thread of its own: both see the
+        # row counts of this call, and no other thread's.
+        with self._run_rows.holding(rows):
+            return mirrored_run.call_for_each_replica(
+                strategy, self._run_rows.wrap(fn, rows), args, kwargs
+            )
+
+    def _trace_around_replicas(self, fn):
+        """`fn`, a `tf.function`, traced once around every replica rather than once in each.
+
+        A `merge_call` cannot reach out of a function traced in a replica thread, so mirrored_run
+        does this too (except for XLA functions on GPUs, which MirroredStrategy all-reduces
+        without `merge_call`; this strategy always merges through it). Doing it here sends each
+        trace back through `_call_for_each_replica`,
+        which reads the row counts from the traced inputs (known only at run time when their
+        batch dimension is unknown) instead of baking in those of the first call.
+        """
+        traced = self._traced_around_replicas.get(fn)
+        if traced is None:
+            python_function = fn.python_function
+
+            def call_for_each_replica(*args, **kwargs):
+                return self._call_for_each_replica(python_function, args, kwargs)
+
+            # AutoGraph converts `python_function` in `_call_for_each_replica`, not this code.
+            traced = fn._clone(  # pylint: disable=protected-access
+                python_function=autograph.autograph_artifact(call_for_each_replica)
+            )
+            self._traced_around_replicas[fn] = traced
+        return traced
 
     # -- variables -----------------------------------------------------------------------------
 
@@ -175,29 +214,32 @@ class ReplicaExtended(parameter_server_strategy.ParameterServerStrategyExtended)
     # -- reductions ----------------------------------------------------------------------------
 
     def _reduce_to(self, reduce_op, value, destinations, options):
-        value = self._without_empty_replicas(value)
-        return self._reduce_present_rows(reduce_op, value, destinations, options)
+        value = self._finite_from_empty_replicas(value)
+        return self._reduce_leaves(reduce_op, value, destinations, options)
 
     def _batch_reduce_to(self, reduce_op, value_destination_pairs, options):
-        # Masks every value in one pass: one branch per replica, whatever the number of values.
-        values_to_reduce = self._without_empty_replicas(
+        # Checks every value in one pass: one branch per replica, whatever the number of values.
+        values_to_reduce = self._finite_from_empty_replicas(
             [value for value, _ in value_destination_pairs]
         )
         return [
-            self._reduce_present_rows(reduce_op, value, destinations, options)
+            self._reduce_leaves(reduce_op, value, destinations, options, in_batch=True)
             for value, (_, destinations) in zip(
                 values_to_reduce, value_destination_pairs, strict=True
             )
         ]
 
-    def _reduce_present_rows(self, reduce_op, value, destinations, options):
+    def _reduce_leaves(self, reduce_op, value, destinations, options, in_batch=False):
         def reduce_one(leaf):
-            if not isinstance(leaf, values.DistributedValues):
+            if isinstance(leaf, values.DistributedValues):
+                _require_equal_shapes(leaf, reduce_op)
+            elif not in_batch:
                 return cross_device_ops_lib.reduce_non_distributed_value(
                     reduce_op, leaf, destinations, self._num_replicas_in_sync
                 )
-            if not isinstance(destinations, values.DistributedValues):
-                leaf = _without_uneven_rows(leaf, reduce_op)
+            # In a batch (all_reduce), a value every replica shares arrives as itself (merge_call
+            # regroups it so): the cross-device op reduces it as one value, as TF's
+            # CrossDeviceOps.batch_reduce does for MirroredStrategy. Keras optimizers rely on it.
             return self._cross_device_ops_to(destinations).reduce(
                 reduce_op, leaf, destinations=destinations, options=options
             )
@@ -228,7 +270,7 @@ class ReplicaExtended(parameter_server_strategy.ParameterServerStrategyExtended)
         Read from the step's first batched input. Outside `run`, or when the step has no
         batched input, every replica counts the same: 1 / num_replicas_in_sync.
         """
-        rows = self._rows_per_replica
+        rows = self._run_rows.value
         replica_context = distribute_lib.get_replica_context()
         if (
             rows is None
@@ -242,15 +284,17 @@ class ReplicaExtended(parameter_server_strategy.ParameterServerStrategyExtended)
         counts = [math_ops.cast(count, "float32") for count in rows]
         return math_ops.div_no_nan(counts[replica_id], math_ops.add_n(counts))
 
-    def _without_empty_replicas(self, value):
-        """Replaces what replicas with no rows computed by zeros, so they add nothing.
+    def _finite_from_empty_replicas(self, value):
+        """Replaces the non-finite elements of what replicas with no rows computed by zeros.
 
         A replica given zero rows of an uneven batch still runs, and some layers give it NaN
         gradients (BatchNormalization's mean over no rows); summing those would poison the
-        weights. Applies inside `run` (merge_call, all_reduce), when the step's input showed
-        an empty replica or its row counts are only known at run time.
+        weights. Its finite values count, as they would on one device: its share of a
+        regularization loss, a constant it all-reduces. Applies inside `run` (merge_call,
+        all_reduce), when the step's input showed an empty replica or its row counts are only
+        known at run time.
         """
-        rows = self._rows_per_replica
+        rows = self._run_rows.value
         if rows is None or all(isinstance(count, int) and count > 0 for count in rows):
             return value
         leaves = nest.flatten(value)
@@ -261,15 +305,15 @@ class ReplicaExtended(parameter_server_strategy.ParameterServerStrategyExtended)
         ]
         if not replica_leaves:
             return value
-        masked = [
-            [leaves[index].values[replica] for index in replica_leaves]
-            for replica in range(len(rows))
+        checked = [
+            _finite_if_empty(
+                replica_rows, [leaves[index].values[replica] for index in replica_leaves]
+            )
+            for replica, replica_rows in enumerate(rows)
         ]
-        for replica, replica_rows in enumerate(rows):
-            masked[replica] = _zeros_unless(replica_rows, masked[replica])
         for position, index in enumerate(replica_leaves):
             leaves[index] = values.PerReplica(
-                tuple(masked[replica][position] for replica in range(len(rows)))
+                tuple(checked[replica][position] for replica in range(len(rows)))
             )
         return nest.pack_sequence_as(value, leaves)
 
@@ -358,7 +402,7 @@ def _valid_aggregation(kwargs):
 
 
 def _rows_per_replica(structure, num_replicas):
-    """Each replica's row count in the first batched per-replica input of `structure`.
+    """Each replica's row count in the first batched (dense) per-replica input of `structure`.
 
     Returns None when no input is batched; else a list of ints (static shapes) or of int64
     scalar tensors (row counts known only at run time).
@@ -366,7 +410,7 @@ def _rows_per_replica(structure, num_replicas):
     for leaf in nest.flatten(structure):
         if not isinstance(leaf, values.PerReplica) or len(leaf.values) != num_replicas:
             continue
-        parts = [part for part in leaf.values if tensor_util.is_tf_type(part)]
+        parts = [part for part in leaf.values if isinstance(part, tensor_lib.Tensor)]
         if len(parts) != num_replicas or any(part.shape.rank in (None, 0) for part in parts):
             continue
         static_rows = [part.shape[0] for part in parts]
@@ -380,63 +424,86 @@ def _rows_per_replica(structure, num_replicas):
     return None
 
 
-def _zeros_unless(rows, tensors):
-    """`tensors` when `rows` > 0, else zeros of the same shapes (rows static or dynamic)."""
-    if isinstance(rows, int):
-        return tensors if rows > 0 else [_zeros_like(tensor) for tensor in tensors]
-    dense = [
-        tensor
-        for tensor in tensors
-        if tensor_util.is_tf_type(tensor) and not isinstance(tensor, indexed_slices.IndexedSlices)
-    ]
-    if len(dense) != len(tensors):
-        return tensors
-    with ops.device(tensors[0].device):
-        return cond.cond(
-            math_ops.greater(rows, 0),
-            lambda: [array_ops.identity(tensor) for tensor in tensors],
-            lambda: [array_ops.zeros_like(tensor) for tensor in tensors],
-        )
+class _RunRows(threading.local):
+    """Each replica's row count in the `run` under way in this thread (None: no batched input).
 
-
-def _zeros_like(tensor):
-    if isinstance(tensor, indexed_slices.IndexedSlices):
-        return indexed_slices.IndexedSlices(
-            array_ops.zeros_like(tensor.values), tensor.indices, tensor.dense_shape
-        )
-    return array_ops.zeros_like(tensor)
-
-
-def _without_uneven_rows(per_replica, reduce_op):
-    """Makes per-replica values of an uneven split reducible element by element.
-
-    Reducing across replicas (axis=None) needs equal shapes. When an uneven split left replicas
-    with different row counts (as in the first batch Keras reduces to build a model), empty
-    replicas are left out and the others are cut to the rows they all have. Only eager values
-    with concrete shapes are touched; a logged warning says so.
+    Per thread, so that `run` calls from several threads do not see each other's counts.
     """
-    parts = per_replica.values
-    shapes = [part.shape for part in parts]
-    if (
-        not isinstance(per_replica, values.PerReplica)
-        or len({tuple(shape) for shape in shapes}) == 1
-        or any(shape.rank in (None, 0) or not shape.is_fully_defined() for shape in shapes)
-        or len({tuple(shape[1:]) for shape in shapes}) != 1
-    ):
-        return per_replica
-    non_empty = [part for part in parts if part.shape[0] > 0] or parts[:1]
-    rows = min(part.shape[0] for part in non_empty)
-    logging.log_first_n(
-        logging.WARNING,
-        "%s across replicas of values with different batch sizes %s: reducing the first %d "
-        "rows of each non-empty replica. Use axis=0 or strategy.gather for the whole batch.",
-        1,
-        reduce_op.value,
-        [shape[0] for shape in shapes],
-        rows,
+
+    value = None
+
+    @contextlib.contextmanager
+    def holding(self, rows):
+        outer, self.value = self.value, rows
+        try:
+            yield
+        finally:
+            self.value = outer
+
+    def wrap(self, fn, rows):
+        """`fn`, holding `rows` in the replica thread that runs it."""
+
+        def replica_fn(*args, **kwargs):
+            with self.holding(rows):
+                return fn(*args, **kwargs)
+
+        return autograph.autograph_artifact(replica_fn)
+
+
+def _finite_if_empty(rows, tensors):
+    """One replica's `tensors`, non-finite elements zeroed if it has no rows (int or tensor)."""
+    parts = [
+        tensor.values if isinstance(tensor, indexed_slices.IndexedSlices) else tensor
+        for tensor in tensors
+    ]
+    floating = [
+        position
+        for position, part in enumerate(parts)
+        if tensor_util.is_tf_type(part) and part.dtype.is_floating
+    ]
+    if not floating or (isinstance(rows, int) and rows > 0):
+        return tensors
+    if isinstance(rows, int):
+        checked = [_finite(parts[position]) for position in floating]
+    else:
+        with ops.device(parts[floating[0]].device):
+            checked = cond.cond(
+                math_ops.greater(rows, 0),
+                lambda: [array_ops.identity(parts[position]) for position in floating],
+                lambda: [_finite(parts[position]) for position in floating],
+            )
+    result = list(tensors)
+    for position, part in zip(floating, checked, strict=True):
+        tensor = tensors[position]
+        result[position] = (
+            indexed_slices.IndexedSlices(part, tensor.indices, tensor.dense_shape)
+            if isinstance(tensor, indexed_slices.IndexedSlices)
+            else part
+        )
+    return result
+
+
+def _finite(tensor):
+    return array_ops.where_v2(math_ops.is_finite(tensor), tensor, array_ops.zeros_like(tensor))
+
+
+def _require_equal_shapes(per_replica, reduce_op):
+    """Raises when per-replica values cannot be reduced element by element.
+
+    Reducing across replicas (axis=None) adds the replicas' values element by element. An uneven
+    split gives replicas different row counts, and a per-example value then has a different
+    shape on each: cutting rows to make them fit would drop samples silently.
+    """
+    shapes = [getattr(part, "shape", None) for part in per_replica.values]
+    if any(not isinstance(shape, tensor_shape.TensorShape) for shape in shapes):
+        return
+    if all(shapes[0].is_compatible_with(shape) for shape in shapes[1:]):
+        return
+    op = reduce_op.value
+    raise ValueError(
+        f"Cannot {op} across replicas values of different shapes: the replicas hold shapes "
+        f"{[shape.as_list() if shape.rank is not None else None for shape in shapes]}. "
+        "An uneven split of the batch gives replicas different row counts. To reduce over "
+        f"every row, use strategy.reduce('{op}', value, axis=0); to keep the rows, "
+        "strategy.gather(value, axis=0) (in replica context: all_gather)."
     )
-    trimmed = []
-    for part in non_empty:
-        with ops.device(part.device):
-            trimmed.append(part[:rows])
-    return values.PerReplica(tuple(trimmed))

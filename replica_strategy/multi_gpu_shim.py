@@ -18,6 +18,7 @@ from __future__ import annotations
 import functools
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import tensorflow as tf
 
@@ -25,11 +26,22 @@ from replica_strategy import devices as devices_lib
 from replica_strategy import tf_keras_support, uneven_batches
 from replica_strategy.strategy import ReplicaStrategy
 
+if TYPE_CHECKING:
+    import keras
+    import tf_keras
+
+    KerasModel = keras.Model | tf_keras.Model
+
 _ON_READ = tf.VariableSynchronization.ON_READ
 _ON_WRITE = tf.VariableSynchronization.ON_WRITE
 
 
-def multi_gpu_model(model, gpus=None, cpu_merge: bool = True, cpu_relocation: bool = False):
+def multi_gpu_model(
+    model: KerasModel,
+    gpus: int | Sequence[int | str] | None = None,
+    cpu_merge: bool = True,
+    cpu_relocation: bool = False,
+) -> KerasModel:
     """Replicates `model` on several devices; returns a model used just like `model`.
 
     Each batch given to the returned model is split into contiguous sub-batches, one per device;
@@ -90,7 +102,7 @@ def multi_gpu_model(model, gpus=None, cpu_merge: bool = True, cpu_relocation: bo
 # -- gpus ------------------------------------------------------------------------------------
 
 
-def resolve_gpus(gpus) -> list[str]:
+def resolve_gpus(gpus: int | Sequence[int | str] | None) -> list[str]:
     """Turns the legacy `gpus` argument into >= 2 validated device names.
 
     Args:
@@ -102,6 +114,8 @@ def resolve_gpus(gpus) -> list[str]:
     Raises:
       ValueError: with the legacy wording, for fewer than 2 devices or missing devices.
     """
+    # The two legacy messages below keep the wording of Keras' multi_gpu_model (TensorFlow's
+    # copy, Apache-2.0): attributed in NOTICE.
     if gpus is None:
         requested = devices_lib.available_gpus()
     elif isinstance(gpus, int) and not isinstance(gpus, bool):

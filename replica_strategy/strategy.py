@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 
 import tensorflow as tf
@@ -23,7 +24,9 @@ class ReplicaStrategy(distribute_lib.Strategy):
 
     The split: with B rows on N replicas, replica 0, 1, ... in turn take ceil(B / N) rows until
     the batch runs out, exactly as tf.distribute rebatches for MirroredStrategy (10 rows on 4
-    replicas: 3, 3, 3, 1; 2 rows on 4: 1, 1, 0, 0). A replica with no rows contributes nothing.
+    replicas: 3, 3, 3, 1; 2 rows on 4: 1, 1, 0, 0). A replica with no rows still runs: what it
+    computes counts (its share of a regularization loss, say), except what an empty batch makes
+    non-finite (the NaN of a mean over no rows, as in BatchNormalization), which counts as zero.
 
     Keras and custom loops run unchanged (here on two logical CPUs, see the README):
 
@@ -112,8 +115,18 @@ class ReplicaStrategy(distribute_lib.Strategy):
     def reduce(self, reduce_op, value, axis=None):
         """Reduces `value` across replicas (and along `axis`); nested structures are walked.
 
-        With `axis=0` an uneven split is exact: MEAN divides by the total number of rows.
+        With `axis=0` an uneven split is exact: MEAN divides by the total number of rows. With
+        `axis=None`, per-replica values of different shapes (per-example values of an uneven
+        split) raise a `ValueError`: use `axis=0`, or `gather`.
         """
+        if axis is None and _called_by_keras_to_build_a_model():
+            # Keras 3 reduces the first batch only to read its shapes and dtypes (its
+            # `_symbolic_build` makes each leaf a KerasTensor). Replica 0's rows have them, with
+            # the most rows of an uneven split: the model builds whatever the split, and on
+            # strings and sparse tensors, which no reduction takes.
+            return tf.nest.map_structure(
+                lambda leaf: self.experimental_local_results(leaf)[0], value
+            )
         return tf.nest.map_structure(
             lambda leaf: super(ReplicaStrategy, self).reduce(reduce_op, leaf, axis), value
         )
@@ -142,3 +155,19 @@ class ReplicaStrategy(distribute_lib.Strategy):
             f"parameter_device={self.parameter_device!r}, merge_device={self.merge_device!r}"
             f"{', mirror_weights=True' if self.mirror_weights else ''})"
         )
+
+
+# Where Keras 3 (keras/src/backend/tensorflow/trainer.py) calls
+# `strategy.reduce("MEAN", first_batch, axis=None)` before `fit` and `evaluate`.
+_KERAS_BUILD_CALLER = ("keras.src.backend.tensorflow.trainer", "_maybe_symbolic_build")
+
+
+def _called_by_keras_to_build_a_model() -> bool:
+    """Whether `ReplicaStrategy.reduce` was called by Keras 3 to build a model.
+
+    Recognised by its caller's module and function name, so nothing in Keras is patched and no
+    other call is affected; should Keras move the call, an uneven first batch raises the
+    error every other caller gets, as it does under MirroredStrategy.
+    """
+    frame = sys._getframe(2)  # 0: here, 1: ReplicaStrategy.reduce, 2: its caller.
+    return (frame.f_globals.get("__name__"), frame.f_code.co_name) == _KERAS_BUILD_CALLER

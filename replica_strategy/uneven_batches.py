@@ -7,16 +7,22 @@ The arithmetic is in `weight_replica_losses_by_rows`.
 from __future__ import annotations
 
 import functools
+from typing import TYPE_CHECKING, TypeVar
 
 import tensorflow as tf
 
 from replica_strategy.strategy import ReplicaStrategy
 
+if TYPE_CHECKING:
+    import keras
+
+ModelT = TypeVar("ModelT", bound="keras.Model")
+
 _MEAN_REDUCTIONS = ("sum_over_batch_size", "mean", "auto")
 _WEIGHTED_MARK = "_replica_strategy_weights_rows"
 
 
-def exact_uneven_batches(model):
+def exact_uneven_batches(model: ModelT) -> ModelT:
     """Makes a compiled Keras 3 model in `ReplicaStrategy.scope()` exact on uneven splits.
 
     By tf.distribute's convention, each replica's mean loss weighs 1/N in the gradient, so when

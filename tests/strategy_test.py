@@ -2,6 +2,8 @@
 
 import os
 import tempfile
+import threading
+import time
 
 import numpy as np
 import tensorflow as tf
@@ -10,6 +12,7 @@ from absl.testing import parameterized
 import replica_strategy
 from replica_strategy._variables import ParameterVariable
 
+import keras_testing
 import virtual_devices  # noqa: F401  (splits the CPU into logical devices on import)
 
 _REPLICA_COUNTS = (
@@ -281,13 +284,62 @@ class ReduceAndGatherTest(tf.test.TestCase, parameterized.TestCase):
             with self.assertRaisesRegex(ValueError, "Cannot merge per-replica scalars"):
                 ours.gather(ours.run(replica_fn)["a"], axis=0)
 
-    def test_reduce_across_replicas_of_an_uneven_batch_does_not_crash(self):
-        # Keras reduces the first batch with MEAN, axis=None, only to learn its shapes. (A
-        # warning is logged, once per process.)
-        strategy = _replica_strategy(3)
-        rows = self._per_replica_rows(strategy, 5)  # 2, 2, 1 rows.
-        reduced = strategy.reduce("MEAN", rows, axis=None)
-        self.assertAllClose(reduced, [(0.0 + 2.0 + 4.0) / 3])
+    @parameterized.named_parameters(("eager", False), ("function", True))
+    def test_reduce_across_replicas_of_different_shapes_raises(self, use_function):
+        # 5 rows on 2 replicas: [0, 1, 2] and [3, 4]. Adding them element by element would drop
+        # a row; the error says how to reduce every row.
+        strategy = _replica_strategy(2)
+        rows = self._per_replica_rows(strategy, 5)
+
+        def reduce(op):
+            return strategy.reduce(op, rows, axis=None)
+
+        for op in ("SUM", "MEAN"):
+            with self.assertRaisesRegex(
+                ValueError, r"replicas hold shapes \[\[3\], \[2\]\].*axis=0.*gather"
+            ):
+                tf.function(reduce)(op) if use_function else reduce(op)
+        self.assertAllClose(strategy.reduce("SUM", rows, axis=0), 10.0)
+
+    def test_all_reduce_of_different_shapes_raises(self):
+        strategy = _replica_strategy(2)
+        rows = self._per_replica_rows(strategy, 5)
+        with self.assertRaisesRegex(ValueError, r"shapes \[\[3\], \[2\]\].*all_gather"):
+            strategy.run(
+                lambda x: tf.distribute.get_replica_context().all_reduce("SUM", x), args=(rows,)
+            )
+
+    @parameterized.named_parameters(
+        ("uneven", "dense", 5),  # 2, 2, 1 rows: MirroredStrategy fails here.
+        ("fewer_rows_than_replicas", "dense", 2),  # 1, 1, 0 rows.
+        ("strings", "string", 6),  # No reduction takes strings or sparse tensors: every
+        ("sparse", "sparse", 6),  # strategy failed on these before the first step.
+    )
+    def test_keras_builds_a_model_on_its_first_batch(self, kind, batch_size):
+        # Keras 3 reduces the first batch (MEAN, axis=None) only to learn its shapes and dtypes;
+        # that one call is recognised, and the model builds whatever the split or the dtype.
+        x, layers = _keras_first_batch(kind, batch_size)
+        y = np.linspace(0.0, 1.0, batch_size, dtype="float32").reshape(batch_size, 1)
+        dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size)
+
+        def build():
+            tf.keras.utils.set_random_seed(1)
+            model = tf.keras.Sequential([*layers(), tf.keras.layers.Dense(1)])
+            model.compile(optimizer="sgd", loss="mse")
+            return model
+
+        reference = build()
+        with _replica_strategy(3).scope():
+            model = build()
+        history = model.fit(dataset, verbose=0).history
+        expected = reference.fit(dataset, verbose=0).history
+        if batch_size % 3 == 0:  # Even splits train as one device.
+            self.assertAllClose(history["loss"], expected["loss"], atol=1e-5)
+            self.assertLess(keras_testing.max_weight_difference(model, reference), 1e-5)
+        reference.set_weights(model.get_weights())
+        self.assertAllClose(
+            model.evaluate(dataset, verbose=0), reference.evaluate(dataset, verbose=0), atol=1e-5
+        )
 
     def test_reduce_outside_cross_replica_context_raises(self):
         strategy = _replica_strategy(2)
@@ -297,6 +349,20 @@ class ReduceAndGatherTest(tf.test.TestCase, parameterized.TestCase):
 
         with self.assertRaisesRegex(RuntimeError, "cross-replica context"):
             strategy.run(replica_fn)
+
+
+def _keras_first_batch(kind, batch_size):
+    """Features of `kind` for `batch_size` rows, and the layers (a function) that read them."""
+    if kind == "string":
+        words = tf.constant([["a"], ["b"], ["c"], ["a"], ["b"], ["d"]])[:batch_size]
+        return words, lambda: [
+            tf.keras.Input((1,), dtype="string"),
+            tf.keras.layers.StringLookup(vocabulary=["a", "b", "c"], output_mode="one_hot"),
+        ]
+    features = np.arange(batch_size * 3, dtype="float32").reshape(batch_size, 3) % 4
+    if kind == "sparse":
+        return tf.sparse.from_dense(features), lambda: [tf.keras.Input((3,), sparse=True)]
+    return features, lambda: [tf.keras.Input((3,))]
 
 
 def _build_model(seed=3):
@@ -428,11 +494,7 @@ class CheckpointTest(tf.test.TestCase, parameterized.TestCase):
         self.assertAllClose(loaded_in_scope.call(x), [[3.0]])
 
 
-if __name__ == "__main__":
-    tf.test.main()
-
-
-class EmptyReplicaTest(tf.test.TestCase):
+class EmptyReplicaTest(tf.test.TestCase, parameterized.TestCase):
     def _one_sgd_step(self, strategy, x, y):
         with strategy.scope():
             tf.keras.utils.set_random_seed(4)
@@ -463,3 +525,123 @@ class EmptyReplicaTest(tf.test.TestCase):
         for delta_three, delta_two in zip(three, two, strict=True):
             self.assertTrue(np.all(np.isfinite(delta_three)))
             self.assertAllClose(delta_three, delta_two * 2 / 3, atol=1e-6)
+
+    def _custom_loop_with_regularization(self, strategy, x, y, use_function):
+        # TF's documented custom-loop loss (tf.distribute tutorial): per-example loss averaged
+        # over the global batch, plus the regularization loss scaled by 1/num_replicas_in_sync.
+        with strategy.scope():
+            model = tf.keras.Sequential(
+                [
+                    tf.keras.Input((5,)),
+                    tf.keras.layers.Dense(3, kernel_regularizer=tf.keras.regularizers.L2(0.1)),
+                    tf.keras.layers.Dense(1, kernel_regularizer=tf.keras.regularizers.L2(0.1)),
+                ]
+            )
+            model.set_weights([np.full(w.shape, 0.5, "float32") for w in model.weights])
+            optimizer = tf.keras.optimizers.SGD(0.1)
+            optimizer.build(model.trainable_variables)
+
+        def replica_step(features, labels):
+            with tf.GradientTape() as tape:
+                per_example = tf.square(model(features) - labels)[:, 0]
+                loss = tf.nn.compute_average_loss(
+                    per_example, global_batch_size=len(x)
+                ) + tf.nn.scale_regularization_loss(tf.add_n(model.losses))
+            grads = tape.gradient(loss, model.trainable_variables)
+            optimizer.apply_gradients(zip(grads, model.trainable_variables))
+
+        dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(len(x)).repeat(3)
+        iterator = iter(strategy.experimental_distribute_dataset(dataset))
+        if use_function:  # In the traced step the batch dimension is unknown: rows at run time.
+
+            @tf.function
+            def train(iterator):
+                for _ in tf.range(3):
+                    strategy.run(replica_step, args=next(iterator))
+
+            train(iterator)
+        else:
+            for _ in range(3):
+                strategy.run(replica_step, args=next(iterator))
+        return [w.numpy() for w in model.weights]
+
+    @parameterized.named_parameters(("eager", False), ("function", True))
+    def test_an_empty_replica_keeps_its_share_of_the_regularization_loss(self, use_function):
+        # 1 row on 2 replicas: replica 1 has no rows, but its half of the regularization
+        # gradient is real. One device and MirroredStrategy agree on the weights.
+        rng = np.random.default_rng(5)
+        x, y = rng.normal(size=(1, 5)).astype("float32"), np.ones((1, 1), "float32")
+        expected = self._custom_loop_with_regularization(
+            tf.distribute.get_strategy(), x, y, use_function
+        )
+        mirrored = self._custom_loop_with_regularization(_mirrored_strategy(2), x, y, False)
+        actual = self._custom_loop_with_regularization(_replica_strategy(2), x, y, use_function)
+        for ours, theirs, one_device in zip(actual, mirrored, expected, strict=True):
+            self.assertAllClose(theirs, one_device, atol=1e-6)
+            self.assertAllClose(ours, one_device, atol=1e-6)
+
+    @parameterized.named_parameters(("eager", False), ("function", True))
+    def test_all_reduce_counts_a_replica_with_no_rows(self, use_function):
+        def count_replicas(rows):
+            del rows  # Only splits the step: 1 row, 0 rows.
+            return tf.distribute.get_replica_context().all_reduce("SUM", tf.ones([]))
+
+        for strategy in (_replica_strategy(2), _mirrored_strategy(2)):
+            dataset = tf.data.Dataset.range(1).batch(1)
+            iterator = iter(strategy.experimental_distribute_dataset(dataset))
+
+            def step(iterator, strategy=strategy):
+                return strategy.run(count_replicas, args=(next(iterator),))
+
+            if use_function:
+                step = tf.function(step)
+            self.assertAllClose(_local(strategy, step(iterator)), [2.0, 2.0], msg=str(strategy))
+
+
+class ConcurrentRunTest(tf.test.TestCase):
+    def test_runs_from_several_threads_see_only_their_own_rows(self):
+        # Each call splits its own batch (1 to 4 rows on 2 replicas: some leave replica 1
+        # empty); what one call learns of its rows must not leak into a call in another thread.
+        strategy = _replica_strategy(2)
+
+        def replica_fn(x):
+            time.sleep(0.002)  # Lets the calls of the other threads interleave with this one.
+            fraction = tf.cast(strategy.extended.replica_row_fraction(), tf.float32)
+            context = tf.distribute.get_replica_context()
+            return context.all_reduce("SUM", tf.reduce_sum(x)), fraction
+
+        def call(batch_size):
+            x = strategy.experimental_distribute_values_from_function(
+                lambda context: tf.range(batch_size, dtype=tf.float32)[
+                    context.replica_id_in_sync_group * 2 :
+                ][:2]
+            )
+            total, fraction = strategy.run(replica_fn, args=(x,))
+            return _local(strategy, total), _local(strategy, fraction)
+
+        batch_sizes = [1 + index % 4 for index in range(30)]
+        results = [None] * len(batch_sizes)
+
+        def worker(indices):
+            for index in indices:
+                results[index] = call(batch_sizes[index])
+
+        threads = [
+            threading.Thread(target=worker, args=(range(start, len(batch_sizes), 5),))
+            for start in range(5)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        for batch_size, (total, fraction) in zip(batch_sizes, results, strict=True):
+            rows = [min(2, batch_size), max(0, batch_size - 2)]
+            expected_total = sum(range(batch_size))
+            self.assertAllClose(total, [expected_total] * 2, msg=f"batch of {batch_size}")
+            self.assertAllClose(
+                fraction, [r / batch_size for r in rows], msg=f"batch of {batch_size}"
+            )
+
+
+if __name__ == "__main__":
+    tf.test.main()
