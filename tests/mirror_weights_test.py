@@ -328,6 +328,26 @@ class NumericsTest(_TestCase):
         model = _fit(_strategy(4), _mlp, x, y, batch_size=12, steps_per_execution=3)
         self.assertWeightsClose(model, reference)
 
+    def test_adamw_and_a_kernel_constraint_match_one_device(self):
+        # Weight decay and constraints write the weights outside the optimizer's update step.
+        x, y = _data()
+
+        def build():
+            keras.utils.set_random_seed(7)
+            model = keras.Sequential(
+                [
+                    keras.Input((_FEATURES,)),
+                    keras.layers.Dense(6, activation="tanh"),
+                    keras.layers.Dense(1, kernel_constraint=keras.constraints.MaxNorm(0.5)),
+                ]
+            )
+            model.compile(optimizer=keras.optimizers.AdamW(0.02, weight_decay=0.1), loss="mse")
+            return model
+
+        reference = _fit(None, build, x, y, batch_size=12)
+        model = _fit(_strategy(3), build, x, y, batch_size=12)
+        self.assertWeightsClose(model, reference)
+
     def test_batch_normalization_matches_the_default_mode(self):
         # Per-replica batch statistics (as MirroredStrategy), so the oracle is the other mode.
         x, y = _data()
