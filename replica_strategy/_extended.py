@@ -43,7 +43,9 @@ from tensorflow.python.util import nest
 
 from replica_strategy import _variables, batching
 
+_AUTO = variable_scope.VariableSynchronization.AUTO
 _ON_READ = variable_scope.VariableSynchronization.ON_READ
+_ON_WRITE = variable_scope.VariableSynchronization.ON_WRITE
 _VALID_AGGREGATIONS = (
     variable_scope.VariableAggregation.NONE,
     variable_scope.VariableAggregation.SUM,
@@ -117,6 +119,9 @@ class ReplicaExtended(parameter_server_strategy.ParameterServerStrategyExtended)
     # -- variables -----------------------------------------------------------------------------
 
     def _create_variable(self, next_creator, **kwargs):
+        if kwargs.get("synchronization", _AUTO) == _AUTO:
+            # What AUTO means under every tf.distribute strategy; variables report it.
+            kwargs["synchronization"] = _ON_WRITE
         colocate_with = kwargs.pop("colocate_with", None)
         if isinstance(colocate_with, numpy_dataset.SingleDevice):
             with ops.device(colocate_with.device):
