@@ -196,7 +196,8 @@ def markdown(results: dict) -> str:
         "",
         f"Date: {results['date']}. Machine: {results['machine']['cores']} cores "
         f"(`nproc`), {results['machine']['cpu_model']}; TensorFlow "
-        f"{results['machine']['tensorflow']}, Keras {results['machine']['keras']}.",
+        f"{results['machine']['tensorflow']}, Keras {results['machine']['keras']}; "
+        f"`replica_strategy` from `{results['machine'].get('replica_strategy', '?')}`.",
         f"Global batch {settings['global_batch']} on every device count; "
         f"{settings['repetitions']} interleaved repetitions of {settings['steps_per_window']} "
         f"steps per contestant after {settings['warmup_steps']} warm-up steps. Logical CPUs share "
@@ -242,6 +243,10 @@ def _memory_and_traffic_sections(results: dict) -> list[str]:
             "/cpu:1 ... /cpu:N. MirroredStrategy with `ReductionToOneDevice()` (its CPU default, "
             "collective ops, bypasses Send/Recv); an NCCL ring moves the same total. Input "
             "batches reach the replicas through the iterator's RemoteCall, counted apart.",
+            "",
+            "`replica_strategy` measured: "
+            + ", ".join(sorted({result["replica_strategy"] for result in measured}))
+            + ".",
             "",
             traffic.traffic_table(results["traffic"]),
             "",

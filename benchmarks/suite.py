@@ -280,6 +280,7 @@ def run(settings: Settings) -> dict:
             "cpu_model": cpu_model(),
             "tensorflow": tf.__version__,
             "keras": tf.keras.version(),
+            "replica_strategy": str(pathlib.Path(contestants_lib.replica_strategy.__file__).parent),
         },
         "settings": dataclasses.asdict(settings),
         "cells": measure_throughput(settings),

@@ -203,7 +203,7 @@ def measure(configuration: str, replicas: int, width: int, layers: int, steps: i
     """Trains an MLP with Adam `steps` steps under `configuration` and measures the last step.
 
     Call only in a fresh process whose environment turns the memory log on and sends stderr to
-    `memory_log_path` (what `measure_in_subprocess` does).
+    the file named by REPLICA_STRATEGY_MEMORY_LOG (what `measure_in_subprocess` does).
 
     Returns:
         A dict: parameter_bytes (P), pairs ({"sender -> receiver": bytes}), input_bytes (input
