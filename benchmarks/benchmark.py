@@ -4,12 +4,19 @@ In one run, with the contestants interleaved so machine noise hits all alike:
 1. samples/s of `fit`, `predict` and a custom training loop on a small CNN and a wider MLP, for
    no strategy, OneDeviceStrategy, and ReplicaStrategy, MirroredStrategy and
    CentralStorageStrategy on 1, 2 and 4 logical CPUs, with the same global batch;
-2. peak RSS and bytes in variables of a ~50M-parameter MLP under ReplicaStrategy and
-   MirroredStrategy at 1, 2 and 4 replicas, each in a fresh process;
-3. the step-time overhead of ReplicaStrategy on one device against no strategy.
+2. peak RSS and bytes in variables (Adam, slots included), in all and per device, of a
+   ~50M-parameter MLP under ReplicaStrategy (each mode) and MirroredStrategy at 1, 2 and 4
+   replicas, each in a fresh process;
+3. the step-time overhead of ReplicaStrategy on one device against no strategy;
+4. the bytes that cross between devices per training step, per (sender, receiver) pair, and the
+   variables per device, with a separate host device (benchmarks/traffic.py);
+5. what Keras 3's Adam update costs on this host per million parameters
+   (benchmarks/host_update.py), an input of the GPU model (scaling_model.py).
 Every figure is median [min–max] over repetitions. A contestant that cannot run gets
 "failed: <reason>" in its cell. Writes results.json, results.md and results.png (the plot needs
-matplotlib: `pip install matplotlib`) to --output_dir and prints the Markdown.
+matplotlib: `pip install matplotlib`) and the README's headline.png to --output_dir and prints
+the Markdown. To measure another `replica_strategy` tree, put a directory holding only that
+package first on PYTHONPATH.
 
 Run from the repository root:
 
@@ -26,7 +33,8 @@ from collections.abc import Sequence
 from absl import app, flags
 
 if not __package__:  # Run as a script: make `benchmarks` and `replica_strategy` importable.
-    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
+    # Appended, so a `replica_strategy` on PYTHONPATH (another tree to measure) comes first.
+    sys.path.append(str(pathlib.Path(__file__).resolve().parent.parent))
 
 # Importing TensorFlow leaves its devices uninitialized; `main` configures them first thing.
 from benchmarks import contestants, suite, workloads  # noqa: E402
@@ -55,7 +63,19 @@ _MEMORY_REPETITIONS = flags.DEFINE_integer(
     "memory_repetitions", 2, "Fresh processes per memory configuration."
 )
 _MEMORY_PROCESSES = flags.DEFINE_integer(
-    "memory_processes", 1, "Memory probes run at once (not timed, so they may overlap)."
+    "memory_processes", 1, "Memory probes and traffic meters run at once (not timed)."
+)
+_TRAFFIC_REPLICA_COUNTS = flags.DEFINE_list(
+    "traffic_replica_counts", ["2", "4"], "Replica counts of the traffic meter; empty: none."
+)
+_TRAFFIC_WIDTH = flags.DEFINE_integer("traffic_width", 256, "Traffic meter MLP layer width.")
+_HOST_UPDATE_SIZES = flags.DEFINE_list(
+    "host_update_sizes",
+    ["1000000", "10000000", "50000000"],
+    "Parameter counts of the host Adam micro-benchmark; empty: none.",
+)
+_HOST_UPDATE_REPETITIONS = flags.DEFINE_integer(
+    "host_update_repetitions", 10, "Timed Adam updates per size."
 )
 
 # --quick values, applied to every flag not given on the command line.
@@ -71,6 +91,9 @@ QUICK_OVERRIDES = {
     "memory_layers": 2,
     "memory_repetitions": 1,
     "memory_processes": 2,
+    "traffic_replica_counts": ["2"],
+    "traffic_width": 64,
+    "host_update_sizes": [],
 }
 
 
@@ -102,6 +125,10 @@ def settings_from_flags():
         memory_layers=_MEMORY_LAYERS.value,
         memory_repetitions=_MEMORY_REPETITIONS.value,
         memory_processes=_MEMORY_PROCESSES.value,
+        traffic_replica_counts=_integers(_TRAFFIC_REPLICA_COUNTS.value, "traffic_replica_counts"),
+        traffic_width=_TRAFFIC_WIDTH.value,
+        host_update_sizes=_integers(_HOST_UPDATE_SIZES.value, "host_update_sizes"),
+        host_update_repetitions=_HOST_UPDATE_REPETITIONS.value,
     )
 
 

@@ -1,14 +1,17 @@
 """What `benchmark.py` measures: the strategies side by side, the models, and their variables.
 
 A contestant is a strategy at a device count. The single-device ones (no strategy,
-`OneDeviceStrategy`) run once; the data-parallel ones (`ReplicaStrategy`, `MirroredStrategy`,
-`CentralStorageStrategy`) run at every device count, on logical CPUs "/cpu:0" ... "/cpu:N-1".
+`OneDeviceStrategy`) run once; the data-parallel ones (`ReplicaStrategy` in each mode,
+`MirroredStrategy`, `CentralStorageStrategy`) run at every device count, on logical CPUs
+"/cpu:0" ... "/cpu:N-1". `ReplicaStrategy(mirror_weights=True)` is a contestant when the
+installed `replica_strategy` has that mode.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import inspect
 from collections.abc import Callable, Iterator, Sequence
 
 import tensorflow as tf
@@ -18,10 +21,15 @@ import replica_strategy
 NO_STRATEGY = "no strategy"
 ONE_DEVICE = "OneDeviceStrategy"
 REPLICA = "ReplicaStrategy"
+MIRROR_WEIGHTS = "ReplicaStrategy mirror_weights"
 MIRRORED = "MirroredStrategy"
 CENTRAL_STORAGE = "CentralStorageStrategy"
+HAS_MIRROR_WEIGHTS = (
+    "mirror_weights" in inspect.signature(replica_strategy.ReplicaStrategy).parameters
+)
 SINGLE_DEVICE_NAMES = (NO_STRATEGY, ONE_DEVICE)
-DATA_PARALLEL_NAMES = (REPLICA, MIRRORED, CENTRAL_STORAGE)
+REPLICA_NAMES = (REPLICA, MIRROR_WEIGHTS) if HAS_MIRROR_WEIGHTS else (REPLICA,)
+DATA_PARALLEL_NAMES = (*REPLICA_NAMES, MIRRORED, CENTRAL_STORAGE)
 NAMES = SINGLE_DEVICE_NAMES + DATA_PARALLEL_NAMES
 MODEL_NAMES = ("cnn", "mlp")
 NUM_CLASSES = 10
@@ -91,21 +99,28 @@ def configure_logical_cpus(count: int) -> None:
         )
 
 
-def make_strategy(contestant: Contestant) -> tf.distribute.Strategy | None:
+def make_strategy(
+    contestant: Contestant, devices: Sequence[str] | None = None
+) -> tf.distribute.Strategy | None:
     """The contestant's strategy, or None for no strategy.
+
+    Its replicas run on `devices`, by default `cpu_devices(contestant.device_count)`;
+    ReplicaStrategy's parameter device is "/cpu:0" either way.
 
     Every MirroredStrategy gets its own range of collective group keys, as TensorFlow's own
     tests do (`_collective_key_base`): on CPUs it all-reduces with collective ops whose group
     keys start at 1 in every instance, so a second instance with another device count in the
     same process fails ("joining a group with size 4, but that group has size 2").
     """
-    devices = cpu_devices(contestant.device_count)
+    devices = list(devices or cpu_devices(contestant.device_count))
     if contestant.name == NO_STRATEGY:
         return None
     if contestant.name == ONE_DEVICE:
         return tf.distribute.OneDeviceStrategy(devices[0])
     if contestant.name == REPLICA:
         return replica_strategy.ReplicaStrategy(devices)
+    if contestant.name == MIRROR_WEIGHTS:
+        return replica_strategy.ReplicaStrategy(devices, mirror_weights=True)
     if contestant.name == MIRRORED:
         return _mirrored_strategy(devices)
     if contestant.name == CENTRAL_STORAGE:
@@ -197,6 +212,22 @@ def recording_variables() -> Iterator[list[tf.Variable]]:
 
     with tf.variable_creator_scope(creator):
         yield created
+
+
+def canonical_device(name: str) -> str:
+    """'/job:localhost/replica:0/task:0/device:CPU:1' -> '/cpu:1'."""
+    spec = tf.DeviceSpec.from_string(name)
+    return f"/{spec.device_type.lower()}:{spec.device_index}"
+
+
+def variable_bytes_per_device(variables: Sequence[tf.Variable]) -> dict[str, int]:
+    """{device, e.g. "/cpu:1": bytes of the distinct `variables` placed there}."""
+    per_device: dict[str, int] = {}
+    for variable in {id(variable): variable for variable in variables}.values():
+        device = canonical_device(variable.device)
+        size = variable.shape.num_elements() * variable.dtype.size
+        per_device[device] = per_device.get(device, 0) + size
+    return dict(sorted(per_device.items()))
 
 
 def variable_bytes(variables: Sequence[tf.Variable]) -> int:

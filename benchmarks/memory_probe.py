@@ -4,10 +4,12 @@ Peak resident memory only grows, so every configuration runs in its own child pr
 
     python -m benchmarks.memory_probe --contestant=ReplicaStrategy --device_count=2
 
-The child configures its logical CPUs, builds `layers` Dense layers of `width` x `width` under
-the strategy, trains two steps, and prints one JSON line: parameters, bytes held in its distinct
-underlying variables (weights and optimizer slots; a MirroredVariable counts once per replica),
-and resident memory after importing TensorFlow and at its peak (VmRSS, VmHWM).
+The child configures N + 1 logical CPUs: the host "/cpu:0" (ReplicaStrategy's parameter device)
+and the replicas "/cpu:1" ... "/cpu:N". It builds `layers` Dense layers of `width` x `width`
+under the strategy, trains two steps with Adam, and prints one JSON line: parameters, bytes held
+in its distinct underlying variables (weights and Adam's two slots; a MirroredVariable counts
+once per replica) in all and per device, and resident memory after importing TensorFlow and at
+its peak (VmRSS, VmHWM).
 """
 
 from __future__ import annotations
@@ -41,28 +43,31 @@ def probe(contestant_name: str, device_count: int, width: int, layers: int, batc
     """Builds and trains the MLP in this process; call it only in a fresh process.
 
     Returns:
-        A dict: parameters, variable_bytes, rss_after_import_bytes, peak_rss_bytes.
+        A dict: parameters, variable_bytes, variable_bytes_per_device, rss_after_import_bytes,
+        peak_rss_bytes.
     """
     from benchmarks import contestants as contestants_lib
 
-    contestants_lib.configure_logical_cpus(device_count)
+    contestants_lib.configure_logical_cpus(device_count + 1)
     import tensorflow as tf
 
     rss_after_import = _memory_bytes("VmRSS")
     contestant = contestants_lib.Contestant(contestant_name, device_count)
-    strategy = contestants_lib.make_strategy(contestant)
+    replicas = [f"/cpu:{index}" for index in range(1, device_count + 1)]
+    strategy = contestants_lib.make_strategy(contestant, replicas)
     keras = tf.keras
     with contestants_lib.recording_variables() as created, contestants_lib.scope(strategy):
         model = keras.Sequential(
             [keras.Input((width,))] + [keras.layers.Dense(width) for _ in range(layers)]
         )
-        model.compile(optimizer=keras.optimizers.SGD(0.001, momentum=0.9), loss="mse")
+        model.compile(optimizer=keras.optimizers.Adam(0.001), loss="mse")
         features = tf.random.normal((batch_size, width))
         dataset = tf.data.Dataset.from_tensors((features, features)).repeat()
         model.fit(dataset, epochs=1, steps_per_epoch=2, verbose=0)
     return {
         "parameters": int(model.count_params()),
         "variable_bytes": contestants_lib.variable_bytes(created),
+        "variable_bytes_per_device": contestants_lib.variable_bytes_per_device(created),
         "rss_after_import_bytes": rss_after_import,
         "peak_rss_bytes": _memory_bytes("VmHWM"),
     }

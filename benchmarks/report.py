@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import pathlib
 import statistics
 from collections.abc import Sequence
 
 from benchmarks import contestants as contestants_lib
+from benchmarks import host_update, traffic
 
 _MEGABYTE = 2**20
+_HOST = "/cpu:0"  # the memory probe's and traffic meter's host; replicas are /cpu:1 ... /cpu:N
 
 
 @dataclasses.dataclass
@@ -96,18 +97,21 @@ def throughput_table(cells: dict, mode: str, model: str, device_counts, samples_
 
 
 def peer_ratios(cells: dict, modes, models, device_counts) -> list[dict]:
-    """ReplicaStrategy's throughput over each peer's, per mode, model and device count."""
+    """Each ReplicaStrategy mode's throughput over each peer's, per mode, model, device count."""
     rows = []
     for mode in modes:
         for model in models:
-            for peer in (contestants_lib.MIRRORED, contestants_lib.CENTRAL_STORAGE):
-                ratios = {}
-                for count in device_counts:
-                    ours = cells.get((mode, model, f"{contestants_lib.REPLICA} x{count}"))
-                    theirs = cells.get((mode, model, f"{peer} x{count}"))
-                    # Throughput ratio = inverse time ratio.
-                    ratios[count] = paired_ratio(theirs, ours)
-                rows.append({"mode": mode, "model": model, "peer": peer, "ratios": ratios})
+            for name in contestants_lib.REPLICA_NAMES:
+                for peer in (contestants_lib.MIRRORED, contestants_lib.CENTRAL_STORAGE):
+                    ratios = {}
+                    for count in device_counts:
+                        ours = cells.get((mode, model, f"{name} x{count}"))
+                        theirs = cells.get((mode, model, f"{peer} x{count}"))
+                        # Throughput ratio = inverse time ratio.
+                        ratios[count] = paired_ratio(theirs, ours)
+                    rows.append(
+                        {"mode": mode, "model": model, "name": name, "peer": peer, "ratios": ratios}
+                    )
     return rows
 
 
@@ -142,6 +146,10 @@ def memory_rows(memory: list[dict]) -> list[dict]:
         else:
             row["parameters"] = runs[0]["parameters"]
             row["variable_mib"] = runs[0]["variable_bytes"] / _MEGABYTE
+            per_device = runs[0].get("variable_bytes_per_device", {})
+            replica_bytes = [size for device, size in per_device.items() if device != _HOST]
+            row["host_mib"] = per_device.get(_HOST, 0) / _MEGABYTE
+            row["replica_mib"] = max(replica_bytes, default=0) / _MEGABYTE
             row["peak_rss_mib"] = Spread.of([run["peak_rss_bytes"] / _MEGABYTE for run in runs])
             row["growth_mib"] = Spread.of(
                 [
@@ -156,17 +164,20 @@ def memory_rows(memory: list[dict]) -> list[dict]:
 def memory_table(rows: list[dict]) -> str:
     """A Markdown table of `memory_rows`."""
     lines = [
-        "| Strategy | Replicas | Parameters | Variables (MiB) | Peak RSS (MiB) "
+        "| Strategy | Replicas | Parameters | Variables, all devices (MiB) | on the host "
+        "/cpu:0 (MiB) | on each replica device, max (MiB) | Peak RSS (MiB) "
         "| Peak RSS - RSS after import (MiB) |",
-        "|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         if "failed" in row:
-            figures = [row["failed"], "", "", ""]
+            figures = [row["failed"], "", "", "", "", ""]
         else:
             figures = [
                 f"{row['parameters']:,}",
                 f"{row['variable_mib']:,.0f}",
+                f"{row['host_mib']:,.0f}",
+                f"{row['replica_mib']:,.0f}",
                 row["peak_rss_mib"].format(),
                 row["growth_mib"].format(),
             ]
@@ -185,13 +196,15 @@ def markdown(results: dict) -> str:
         "",
         f"Date: {results['date']}. Machine: {results['machine']['cores']} cores "
         f"(`nproc`), {results['machine']['cpu_model']}; TensorFlow "
-        f"{results['machine']['tensorflow']}, Keras {results['machine']['keras']}.",
+        f"{results['machine']['tensorflow']}, Keras {results['machine']['keras']}; "
+        f"`replica_strategy` from `{results['machine'].get('replica_strategy', '?')}`.",
         f"Global batch {settings['global_batch']} on every device count; "
         f"{settings['repetitions']} interleaved repetitions of {settings['steps_per_window']} "
         f"steps per contestant after {settings['warmup_steps']} warm-up steps. Logical CPUs share "
         "the machine's cores, so more devices add overhead, not compute.",
         "Cells: median [min–max] over repetitions.",
     ]
+    parts += _memory_and_traffic_sections(results)
     cells = results["cells"]
     for mode in settings["modes"]:
         for model in settings["models"]:
@@ -202,10 +215,57 @@ def markdown(results: dict) -> str:
                 throughput_table(cells, mode, model, settings["device_counts"], samples_per_window),
             ]
     parts += _ratio_sections(results)
-    if results["memory"]:
-        parts += ["", "## Memory: MLP trained two steps, one fresh process each", ""]
-        parts.append(memory_table(memory_rows(results["memory"])))
     return "\n".join(parts) + "\n"
+
+
+def _memory_and_traffic_sections(results: dict) -> list[str]:
+    parts = []
+    if results["memory"]:
+        parts += [
+            "",
+            "## Memory: MLP trained two steps with Adam, one fresh process each",
+            "",
+            "Host /cpu:0 (ReplicaStrategy's parameter device), replicas /cpu:1 ... /cpu:N. "
+            "Variables are weights, Adam's two slots and its counters.",
+            "",
+            memory_table(memory_rows(results["memory"])),
+        ]
+    measured = traffic.measured(results.get("traffic", []))
+    if results.get("traffic"):
+        parameter_bytes = measured[0]["parameter_bytes"] if measured else 0
+        parts += [
+            "",
+            "## Bytes that cross devices per training step (`fit`, Adam)",
+            "",
+            "Measured from the executed step (partition graphs' `_Recv` nodes, sizes from the "
+            "executor's memory log; benchmarks/traffic.py), in multiples of P, the bytes of the "
+            f"trainable weights (P = {parameter_bytes:,} bytes here). Host /cpu:0, replicas "
+            "/cpu:1 ... /cpu:N. MirroredStrategy with `ReductionToOneDevice()` (its CPU default, "
+            "collective ops, bypasses Send/Recv); an NCCL ring moves the same total. Input "
+            "batches reach the replicas through the iterator's RemoteCall, counted apart.",
+            "",
+            "`replica_strategy` measured: "
+            + ", ".join(sorted({result["replica_strategy"] for result in measured}))
+            + ".",
+            "",
+            traffic.traffic_table(results["traffic"]),
+            "",
+            "Per (sender, receiver) pair:",
+            "",
+            traffic.pairs_table(results["traffic"]),
+            "",
+            "Variables per device (weights, Adam's slots), in multiples of P:",
+            "",
+            traffic.memory_table(results["traffic"]),
+        ]
+    update = results.get("host_update") or {}
+    if update:
+        parts += ["", "## Host optimizer update: Keras 3 Adam on this CPU", ""]
+        if "failed" in update:
+            parts.append(f"failed: {update['failed']}")
+        else:
+            parts.append(host_update.markdown(update))
+    return parts
 
 
 def _ratio_sections(results: dict) -> list[str]:
@@ -215,12 +275,16 @@ def _ratio_sections(results: dict) -> list[str]:
         "",
         "## ReplicaStrategy throughput / peer throughput (> 1: ReplicaStrategy is faster)",
         "",
-        "| Mode | Model | Peer | " + " | ".join(f"{count} device(s)" for count in counts) + " |",
-        "|---|---|---" + "|---" * len(counts) + "|",
+        "| Mode | Model | ReplicaStrategy | Peer | "
+        + " | ".join(f"{count} device(s)" for count in counts)
+        + " |",
+        "|---|---|---|---" + "|---" * len(counts) + "|",
     ]
     for row in peer_ratios(cells, settings["modes"], settings["models"], counts):
         ratios = " | ".join(_spread_text(row["ratios"][count]) for count in counts)
-        parts.append(f"| {row['mode']} | {row['model']} | {row['peer']} | {ratios} |")
+        parts.append(
+            f"| {row['mode']} | {row['model']} | {row['name']} | {row['peer']} | {ratios} |"
+        )
     parts += [
         "",
         "## Overhead: step time of ReplicaStrategy on 1 device / no strategy",
@@ -248,83 +312,3 @@ def to_json(results: dict) -> str:
         for (mode, model, _), cell in results["cells"].items()
     ]
     return json.dumps(serializable, indent=1)
-
-
-def write_plot(results: dict, path: pathlib.Path) -> bool:
-    """Plots samples/s against device count per mode and model, and memory; False without
-    matplotlib."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        from matplotlib import pyplot
-    except ImportError:
-        return False
-    settings = results["settings"]
-    panels = [(mode, model) for mode in settings["modes"] for model in settings["models"]]
-    columns = len(settings["models"])
-    rows = len(settings["modes"]) + (1 if results["memory"] else 0)
-    figure, axes = pyplot.subplots(rows, columns, figsize=(6 * columns, 4 * rows), squeeze=False)
-    for index, (mode, model) in enumerate(panels):
-        _plot_throughput(axes[index // columns][index % columns], results, mode, model)
-    if results["memory"]:
-        _plot_memory(axes[-1][0], memory_rows(results["memory"]))
-        for axis in axes[-1][1:]:
-            axis.axis("off")
-    figure.suptitle(
-        f"{results['date']}, {results['machine']['cores']} cores, {results['machine']['cpu_model']}"
-    )
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    pyplot.close(figure)
-    return True
-
-
-def _plot_throughput(axis, results: dict, mode: str, model: str) -> None:
-    settings = results["settings"]
-    samples_per_window = settings["global_batch"] * settings["steps_per_window"]
-    for name in contestants_lib.NAMES:
-        points = []
-        for count in settings["device_counts"]:
-            cell = results["cells"].get(
-                (mode, model, contestants_lib.Contestant(name, count).label)
-            )
-            spread = throughput(cell, samples_per_window) if cell else None
-            if spread and (count == 1 or name not in contestants_lib.SINGLE_DEVICE_NAMES):
-                points.append((count, spread))
-        if points:
-            counts = [count for count, _ in points]
-            medians = [spread.median for _, spread in points]
-            errors = [
-                [spread.median - spread.minimum for _, spread in points],
-                [spread.maximum - spread.median for _, spread in points],
-            ]
-            axis.errorbar(counts, medians, yerr=errors, marker="o", capsize=3, label=name)
-    axis.set_title(f"{mode}, {model}")
-    axis.set_xlabel("devices (logical CPUs)")
-    axis.set_ylabel("samples/s")
-    axis.set_xticks(settings["device_counts"])
-    axis.legend(fontsize="small")
-
-
-def _plot_memory(axis, rows: list[dict]) -> None:
-    counts = sorted({row["device_count"] for row in rows})
-    for name in sorted({row["contestant"] for row in rows}):
-        mine = [row for row in rows if row["contestant"] == name and "failed" not in row]
-        replicas = [row["device_count"] for row in mine]
-        (line,) = axis.plot(
-            replicas, [row["variable_mib"] for row in mine], marker="o", label=f"{name}: variables"
-        )
-        axis.plot(
-            replicas,
-            [row["peak_rss_mib"].median for row in mine],
-            marker="s",
-            linestyle="--",
-            color=line.get_color(),
-            label=f"{name}: peak RSS",
-        )
-    axis.set_title("memory")
-    axis.set_xlabel("replicas")
-    axis.set_ylabel("MiB")
-    axis.set_xticks(counts)
-    axis.legend(fontsize="small")

@@ -2,12 +2,17 @@
 
 No GPU is available where this project is built, so this predicts rather than measures. It
 combines the figures measured on one H200 (GPU_FACTS.md, copied into `MODELS` and `Hardware`
-below) with a few public hardware figures, each named beside its value, for four placements of the
-weights:
+below), the bytes this project measured crossing devices per step (benchmarks/traffic.py,
+`MEASURED_TRAFFIC`), the host Adam update measured here (benchmarks/host_update.py) and a few
+public hardware figures, each named beside its value, for these placements of the weights:
 
 * CPU-hosted, `ReplicaStrategy()`: every step each GPU reads the float32 weights over PCIe and
   sends its gradients back; the host sums the N copies and runs the optimizer update. Pinned and
   pageable host memory are shown as two rows because they bound the PCIe bandwidth.
+* `ReplicaStrategy(mirror_weights=True)`: a working copy on each GPU; the gradients are
+  all-reduced among the GPUs (NCCL), one summed copy goes to the host, which runs the update once
+  and sends the new weights to GPU 0, which relays them to the others. With the update
+  overlapped with the next step (one step delayed, not built) as a second row.
 * `/gpu:0`-hosted, `ReplicaStrategy(parameter_device="/gpu:0")`: the same flow over NVLink; GPU 0
   sends N - 1 weight copies, receives N - 1 gradient copies and sums them in HBM.
 * Mirrored, `tf.distribute.MirroredStrategy`: a weight copy per GPU, NCCL ring all-reduce.
@@ -18,6 +23,7 @@ benchmarks/SCALING.md explains the model and holds the tables. Run from the repo
     python benchmarks/scaling_model.py --markdown_out=/tmp/scaling.md   # also write them
     python benchmarks/scaling_model.py --update_document=benchmarks/SCALING.md
     python benchmarks/scaling_model.py --plot_out=/tmp/scaling.png      # needs matplotlib
+    python benchmarks/scaling_model.py --summary_chart_out=benchmarks/scaling_summary.png
 """
 
 import dataclasses
@@ -74,9 +80,20 @@ class Hardware:
     # GPU_FACTS.md: (N, ms) to sum N float32 copies of 25.6M parameters on the host (16 threads).
     host_sum_parameter_count: int = 25_600_000
     host_sum_milliseconds: tuple[tuple[int, float], ...] = ((2, 11.9), (4, 15.9), (8, 22.4))
-    # SGD with momentum streams five parameter-sized arrays: reads weights, gradients and momentum,
-    # writes momentum and weights (Adam: seven).
-    optimizer_update_passes: int = 5
+    # The host's Adam update, in parameter-sized passes over host memory, so that it scales with
+    # the host's bandwidth (`host_streaming_gbps`). TensorFlow's fused ResourceApplyAdam kernel
+    # (tf_keras' Adam) streams 7: reads weights, gradients and both slots, writes weights and
+    # slots. Keras 3's Adam is a chain of element-wise ops (about 30 passes by count); measured
+    # by benchmarks/host_update.py at 3.44x the fused kernel's time (50M parameters, paired
+    # median of 10; 3.42x at 10M), so 7 x 3.44 = 24.1 passes. `--host_optimizer=fused` is the
+    # what-if of a fused host update.
+    keras_adam_passes: float = 24.1
+    fused_adam_passes: float = 7.0
+    host_optimizer: str = "keras"
+    # The measured GPU steps include an SGD update (5 passes: reads weights, gradients, momentum,
+    # writes momentum and weights). Where the update runs on a GPU, Adam's extra passes are added
+    # at HBM speed.
+    measured_step_update_passes: int = 5
     # NVLink 4: 900 GB/s per GPU counting both directions (NVIDIA H200 datasheet), so 450 GB/s one
     # way; 380 GB/s one way measured GPU to GPU on HGX H100 with p2pBandwidthLatencyTest
     # (github.com/NVIDIA/nccl/issues/1264). HGX H200 uses the same NVLink 4 and NVSwitch.
@@ -89,15 +106,68 @@ class Hardware:
 
 
 OPTIMIZER_SLOTS = {"SGD with momentum": 1, "Adam": 2}  # float32 arrays per parameter
-STEP_PLACEMENTS = ("cpu_pinned", "cpu_pageable", "gpu0", "mirrored")
-MEMORY_PLACEMENTS = ("cpu", "gpu0", "mirrored")  # pinned or pageable holds the same bytes
+STEP_PLACEMENTS = (
+    "cpu_pinned", "cpu_pageable", "mirror_weights", "mirror_weights_delayed", "gpu0", "mirrored",
+)  # fmt: skip
+# pinned or pageable holds the same bytes; so does a delayed update
+MEMORY_PLACEMENTS = ("cpu", "mirror_weights", "gpu0", "mirrored")
 PLACEMENT_LABELS = {
     "cpu_pinned": "CPU-hosted, pinned",
     "cpu_pageable": "CPU-hosted, pageable",
     "cpu": "CPU-hosted",
+    "mirror_weights": "`mirror_weights`",
+    "mirror_weights_delayed": "`mirror_weights`, update overlapped",
     "gpu0": "`/gpu:0`-hosted",
     "mirrored": "Mirrored, all-reduce",
 }
+
+
+@dataclasses.dataclass(frozen=True)
+class Traffic:
+    """Bytes crossing devices per training step, in multiples of P (the weights' bytes).
+
+    Attributes:
+        from_host: Host -> replica devices, all replicas together.
+        to_host: Replica devices -> host.
+        between_replicas: Replica device -> replica device.
+    """
+
+    from_host: float
+    to_host: float
+    between_replicas: float
+
+
+# benchmarks/traffic.py (`fit`, Adam, host /cpu:0, replicas /cpu:1 ... /cpu:N; the table in
+# benchmarks/latest/results.md): bytes per step measured from the executed step. MirroredStrategy
+# and mirror_weights reduce among the replicas with ReductionToOneDevice there: N - 1 gradients
+# to replica 0; MirroredStrategy sends N - 1 sums back, mirror_weights sends N - 1 relayed
+# weights instead (the all-reduce's broadcast half is pruned).
+MEASURED_TRAFFIC = {
+    "cpu": {2: Traffic(2.0, 2.0, 0.0), 4: Traffic(4.0, 4.0, 0.0)},
+    "mirror_weights": {2: Traffic(1.0, 1.0, 2.0), 4: Traffic(1.0, 1.0, 6.0)},
+    "mirrored": {2: Traffic(0.0, 0.0, 2.0), 4: Traffic(0.0, 0.0, 6.0)},
+}
+
+
+def traffic(placement: str, replicas: int) -> Traffic:
+    """Bytes per step in multiples of P at any N: the rule `MEASURED_TRAFFIC` shows at N = 2, 4.
+
+    CPU-hosted: each replica reads the weights and sends its gradient (N P each way).
+    mirror_weights: one summed gradient to the host, one updated copy back, and 2 (N - 1) P among
+    the replicas (the reduction's N - 1 and the relay's N - 1). Mirrored: 2 (N - 1) P among them.
+    """
+    base = placement.removesuffix("_delayed").removesuffix("_pinned").removesuffix("_pageable")
+    if base == "cpu":
+        return Traffic(replicas, replicas, 0.0)
+    if base == "mirror_weights":
+        return Traffic(1.0, 1.0, 2.0 * (replicas - 1))
+    if base == "mirrored":
+        return Traffic(0.0, 0.0, 2.0 * (replicas - 1))
+    raise ValueError(
+        f"No measured traffic for placement={placement!r}; measured: {sorted(MEASURED_TRAFFIC)}."
+    )
+
+
 DEFAULT_PER_REPLICA_BATCHES = (32, 128)  # the measured batches
 DEFAULT_GLOBAL_BATCH = 256  # 8 GPUs still get the measured 32 each
 DEFAULT_REPLICA_COUNTS = (1, 2, 4, 8)
@@ -242,10 +312,29 @@ def host_streaming_gbps(hardware: Hardware) -> float:
     return copy_bytes / (milliseconds_per_copy * 1e-3) / BYTES_PER_GIGABYTE
 
 
+def host_adam_passes(hardware: Hardware) -> float:
+    """Parameter-sized passes over memory that the host's Adam update costs (measured)."""
+    if hardware.host_optimizer == "keras":
+        return hardware.keras_adam_passes
+    if hardware.host_optimizer == "fused":
+        return hardware.fused_adam_passes
+    raise ValueError(
+        f"Unknown host_optimizer={hardware.host_optimizer!r}; expected 'keras' or 'fused'."
+    )
+
+
 def host_update_milliseconds(hardware: Hardware, parameter_count: int) -> float:
-    """Host time of one optimizer update over float32 weights, bound by memory bandwidth."""
-    streamed_bytes = hardware.optimizer_update_passes * parameter_count * FLOAT32_BYTES
+    """Host time of one Adam update over float32 weights, bound by memory bandwidth."""
+    streamed_bytes = host_adam_passes(hardware) * parameter_count * FLOAT32_BYTES
     return transfer_milliseconds(streamed_bytes, host_streaming_gbps(hardware))
+
+
+def gpu_update_extra_milliseconds(hardware: Hardware, parameter_count: int) -> float:
+    """Adam on a GPU beyond the SGD update inside the measured step, at HBM speed."""
+    extra_passes = max(0.0, host_adam_passes(hardware) - hardware.measured_step_update_passes)
+    return transfer_milliseconds(
+        extra_passes * parameter_count * FLOAT32_BYTES, hardware.gpu_memory_gbps
+    )
 
 
 # Step time per placement.
@@ -259,11 +348,14 @@ class StepTime:
         compute_ms: One replica's forward + backward (+ the on-GPU update that was measured).
         transfer_ms: Weights to the replicas and gradients off them.
         reduce_ms: Summing the gradient copies, and any update not inside `compute_ms`.
+        background_ms: Work that runs beside the next step by design (a one-step-delayed host
+            update): it costs time only when it outlasts the rest of the step.
     """
 
     compute_ms: float
     transfer_ms: float
     reduce_ms: float
+    background_ms: float = 0.0
 
     @property
     def communication_ms(self) -> float:
@@ -271,24 +363,29 @@ class StepTime:
 
     @property
     def serial_ms(self) -> float:
-        """Nothing overlaps: the upper bound."""
-        return self.compute_ms + self.communication_ms
+        """Nothing overlaps (but the background work): the upper bound."""
+        return max(self.compute_ms + self.communication_ms, self.background_ms)
 
     @property
     def overlapped_ms(self) -> float:
         """The shorter of compute and communication fully hidden: the lower bound."""
-        return max(self.compute_ms, self.communication_ms)
+        return max(self.compute_ms, self.communication_ms, self.background_ms)
 
 
 def cpu_hosted_step(
     hardware: Hardware, parameter_count: int, replicas: int, gradient_bytes: float, pinned: bool
 ) -> StepTime:
-    """Weights on the host: PCIe both ways, then the host sums and updates. Zero compute."""
-    weight_bytes = parameter_count * FLOAT32_BYTES
+    """Weights on the host: PCIe both ways, then the host sums and updates. Zero compute.
+
+    Each GPU's link carries its share of the measured traffic, 1/N of `traffic("cpu", N)`.
+    """
+    moved = traffic("cpu", replicas)
+    weight_bytes = parameter_count * FLOAT32_BYTES * moved.from_host / replicas
     transfer_ms = transfer_milliseconds(
         weight_bytes, pcie_gbps_per_gpu(hardware, replicas, to_device=True, pinned=pinned)
     ) + transfer_milliseconds(
-        gradient_bytes, pcie_gbps_per_gpu(hardware, replicas, to_device=False, pinned=pinned)
+        gradient_bytes * moved.to_host / replicas,
+        pcie_gbps_per_gpu(hardware, replicas, to_device=False, pinned=pinned),
     )
     reduce_ms = host_sum_milliseconds(hardware, replicas, gradient_bytes)
     reduce_ms += host_update_milliseconds(hardware, parameter_count)
@@ -300,24 +397,79 @@ def gpu0_hosted_step(
 ) -> StepTime:
     """Weights on GPU 0, whose one-way NVLink carries N - 1 weight and gradient copies.
 
-    The sum streams N copies in and one out of HBM; GPU 0's update is inside the measured step.
-    Zero compute.
+    The sum streams N copies in and one out of HBM; GPU 0 runs Adam, whose passes beyond the
+    measured SGD's are compute.
     """
+    update_ms = gpu_update_extra_milliseconds(hardware, parameter_count)
     if replicas < 2:
-        return StepTime(0.0, 0.0, 0.0)
+        return StepTime(update_ms, 0.0, 0.0)
     peer_bytes = (replicas - 1) * (parameter_count * FLOAT32_BYTES + gradient_bytes)
     transfer_ms = transfer_milliseconds(peer_bytes, hardware.nvlink_gbps_per_direction)
     reduce_ms = transfer_milliseconds((replicas + 1) * gradient_bytes, hardware.gpu_memory_gbps)
-    return StepTime(0.0, transfer_ms, reduce_ms)
+    return StepTime(update_ms, transfer_ms, reduce_ms)
 
 
-def mirrored_step(hardware: Hardware, replicas: int, gradient_bytes: float) -> StepTime:
-    """A ring all-reduce sends 2 (N - 1) / N of the gradients per GPU at NVLink bus bandwidth.
+def all_reduce_milliseconds(hardware: Hardware, replicas: int, gradient_bytes: float) -> float:
+    """An NCCL ring: each GPU's link carries 1/N of the measured 2 (N - 1) P, at NVLink speed.
 
-    Its adds run on arrival and count as free. Zero compute.
+    Its adds run on arrival and count as free.
     """
-    ring_bytes = 2 * (replicas - 1) / replicas * gradient_bytes
-    return StepTime(0.0, transfer_milliseconds(ring_bytes, hardware.nvlink_gbps_per_direction), 0.0)
+    ring_bytes = traffic("mirrored", replicas).between_replicas / replicas * gradient_bytes
+    return transfer_milliseconds(ring_bytes, hardware.nvlink_gbps_per_direction)
+
+
+def mirrored_step(
+    hardware: Hardware, parameter_count: int, replicas: int, gradient_bytes: float
+) -> StepTime:
+    """The ring all-reduce, then Adam on every GPU: its passes beyond the measured SGD's are
+    compute (it cannot overlap the step it updates)."""
+    return StepTime(
+        gpu_update_extra_milliseconds(hardware, parameter_count),
+        all_reduce_milliseconds(hardware, replicas, gradient_bytes),
+        0.0,
+    )
+
+
+def mirror_weights_step(
+    hardware: Hardware, parameter_count: int, replicas: int, gradient_bytes: float, delayed: bool
+) -> StepTime:
+    """Working copies on the GPUs, master weights and Adam on the host. Zero compute.
+
+    The GPUs all-reduce the gradients (NCCL, as MirroredStrategy; on GPUs it keeps the
+    broadcast half the CPU run pruned); GPU 0 sends the one summed copy to the host over its own
+    PCIe link (no other GPU copies then, so it has the link to itself), the host runs Adam, sends
+    the new weights to GPU 0, which relays them to the N - 1 others over its NVLink: the measured
+    `traffic("mirror_weights", N)`, 1 P each way through the host and N - 1 relayed copies.
+
+    Args:
+        hardware: Bandwidths and the host update's cost.
+        parameter_count: Trainable parameters.
+        replicas: GPUs.
+        gradient_bytes: Bytes of one gradient copy.
+        delayed: The host's part (copies, update, relay) runs beside the next step's compute.
+
+    Returns:
+        The step's parts; with `delayed`, the host's part is `background_ms`.
+    """
+    moved = traffic("mirror_weights", replicas)
+    weight_bytes = parameter_count * FLOAT32_BYTES
+    all_reduce_ms = all_reduce_milliseconds(hardware, replicas, gradient_bytes)
+    relayed_copies = moved.between_replicas - (replicas - 1)
+    copies_ms = (
+        transfer_milliseconds(
+            moved.to_host * gradient_bytes,
+            pcie_gbps_per_gpu(hardware, 1, to_device=False, pinned=True),
+        )
+        + transfer_milliseconds(
+            moved.from_host * weight_bytes,
+            pcie_gbps_per_gpu(hardware, 1, to_device=True, pinned=True),
+        )
+        + transfer_milliseconds(relayed_copies * weight_bytes, hardware.nvlink_gbps_per_direction)
+    )
+    update_ms = host_update_milliseconds(hardware, parameter_count)
+    if delayed:
+        return StepTime(0.0, all_reduce_ms, 0.0, background_ms=copies_ms + update_ms)
+    return StepTime(0.0, all_reduce_ms + copies_ms, update_ms)
 
 
 def step_time(
@@ -347,16 +499,22 @@ def step_time(
     if placement in ("cpu_pinned", "cpu_pageable"):
         pinned = placement == "cpu_pinned"
         communication = cpu_hosted_step(hardware, parameter_count, replicas, gradient_bytes, pinned)
+    elif placement in ("mirror_weights", "mirror_weights_delayed"):
+        delayed = placement == "mirror_weights_delayed"
+        communication = mirror_weights_step(
+            hardware, parameter_count, replicas, gradient_bytes, delayed
+        )
     elif placement == "gpu0":
         communication = gpu0_hosted_step(hardware, parameter_count, replicas, gradient_bytes)
     elif placement == "mirrored":
-        communication = mirrored_step(hardware, replicas, gradient_bytes)
+        communication = mirrored_step(hardware, parameter_count, replicas, gradient_bytes)
     else:
         raise ValueError(
             f"Unknown placement. Received: placement={placement!r}; expected one of "
             f"{STEP_PLACEMENTS}."
         )
-    return dataclasses.replace(communication, compute_ms=compute_ms)
+    # A placement that updates on the GPUs returns that update as its compute.
+    return dataclasses.replace(communication, compute_ms=compute_ms + communication.compute_ms)
 
 
 def gradient_bytes_per_parameter(precision: str, bf16_gradient_dtype: str) -> int:
@@ -379,7 +537,8 @@ class ScalingPoint:
         replicas: GPUs.
         step: The step's parts.
         samples_per_second: Global batch / serial step.
-        speedup: Serial throughput / throughput of one GPU that holds its own weights.
+        speedup: Serial throughput / throughput of one GPU that holds its own weights (the
+            measured step, with its SGD update).
         efficiency: speedup / replicas.
         overlapped_efficiency: The same with the overlapped step.
     """
@@ -463,7 +622,8 @@ def memory_footprint(
 ) -> MemoryFootprint:
     """Where the float32 weights, gradients and optimizer slots sit.
 
-    A GPU that does not hold the weights keeps a copy of them for the step plus its gradients.
+    A GPU that does not hold the weights keeps a copy of them for the step plus its gradients
+    (with `mirror_weights` that copy is permanent, the same bytes).
     The holder keeps weights, slots, the N gradient copies (its own included) and, for N >= 2,
     the sum, all at once: an upper bound. bf16 runs add a 2-byte cast of the weights on every
     GPU in every placement, left out.
@@ -485,6 +645,11 @@ def memory_footprint(
     holder_bytes = FLOAT32_BYTES * parameter_count * (1 + optimizer_slots + gradient_copies)
     if placement == "cpu":
         return MemoryFootprint(replica_bytes, replicas * replica_bytes, holder_bytes)
+    if placement == "mirror_weights":
+        # GPUs: the working copy and its gradients (reduced in place). Host: the master, the
+        # slots and the one summed gradient it receives.
+        host_bytes = FLOAT32_BYTES * parameter_count * (1 + optimizer_slots + 1)
+        return MemoryFootprint(replica_bytes, replicas * replica_bytes, host_bytes)
     if placement == "gpu0":
         return MemoryFootprint(holder_bytes, holder_bytes + (replicas - 1) * replica_bytes, 0.0)
     if placement == "mirrored":
@@ -520,6 +685,29 @@ def derived_figures_markdown(hardware: Hardware, most_replicas: int) -> str:
     rows = [
         ("Host streaming bandwidth (slope of the host sums)", host_streaming_gbps(hardware)),
         (
+            f"Host bandwidth for `mirror_weights` at 90% of Mirrored, ResNet-50 fp32, 128 per "
+            f"GPU, {most_replicas} GPUs, serial, Keras 3 Adam",
+            break_even_host_gbps(
+                dataclasses.replace(hardware, host_optimizer="keras"),
+                MODELS[0],
+                "fp32",
+                128,
+                most_replicas,
+                0.9,
+            ),
+        ),
+        (
+            "... the same with a fused Adam kernel on the host",
+            break_even_host_gbps(
+                dataclasses.replace(hardware, host_optimizer="fused"),
+                MODELS[0],
+                "fp32",
+                128,
+                most_replicas,
+                0.9,
+            ),
+        ),
+        (
             f"PCIe per GPU, pinned, either way, {most_replicas} GPUs copying",
             pcie_gbps_per_gpu(hardware, most_replicas, to_device=True, pinned=True),
         ),
@@ -550,16 +738,85 @@ def summary_markdown(
                     f"{percent(point.efficiency)} / {percent(point.overlapped_efficiency)}"
                     for point in points
                 ]
+                by_placement = {point.placement: point for point in points}
+                cells.append(
+                    percent(
+                        by_placement["mirror_weights"].samples_per_second
+                        / by_placement["mirrored"].samples_per_second
+                    )
+                )
                 rows.append([model.name, precision, scaling.title, *cells])
-    headers = ["Model", "Precision", "Batch", *(PLACEMENT_LABELS[p] for p in STEP_PLACEMENTS)]
+    headers = [
+        "Model", "Precision", "Batch", *(PLACEMENT_LABELS[p] for p in STEP_PLACEMENTS),
+        "`mirror_weights` / Mirrored throughput, serial",
+    ]  # fmt: skip
+    return markdown_table(headers, rows)
+
+
+def break_even_host_gbps(
+    hardware: Hardware,
+    model: ModelSpec,
+    precision: str,
+    batch: int,
+    replicas: int,
+    fraction: float,
+) -> float:
+    """Host memory bandwidth at which serial `mirror_weights` reaches `fraction` of Mirrored.
+
+    Weak scaling at `batch` per GPU. Only the host update depends on the host's bandwidth, so
+    the step is (the rest) + (the update at the model's bandwidth) x (its bandwidth / the new).
+
+    Returns:
+        GB/s; infinity if the rest of the step alone is already too long.
+    """
+    compute_ms = replica_compute_milliseconds(model, precision, batch)
+    gradient_bytes = model.parameter_count * FLOAT32_BYTES
+    mirrored = step_time(
+        "mirrored", hardware, model.parameter_count, replicas, compute_ms, gradient_bytes
+    )
+    mirror_weights = step_time(
+        "mirror_weights", hardware, model.parameter_count, replicas, compute_ms, gradient_bytes
+    )
+    update_ms = host_update_milliseconds(hardware, model.parameter_count)
+    allowed_update_ms = mirrored.serial_ms / fraction - (mirror_weights.serial_ms - update_ms)
+    if allowed_update_ms <= 0:
+        return math.inf
+    return host_streaming_gbps(hardware) * update_ms / allowed_update_ms
+
+
+def overhead_markdown(hardware: Hardware, replicas: int) -> str:
+    """Per-step time each placement adds to compute, per billion float32 parameters.
+
+    Every part scales with the parameter count, so this turns into a rule by model size: a
+    placement keeps a fraction f of the compute-bound throughput when the compute step is at
+    least f / (1 - f) times its overhead (9x for 90%).
+    """
+    parameter_count = 1_000_000_000
+    gradient_bytes = parameter_count * FLOAT32_BYTES
+    rows = []
+    for placement in STEP_PLACEMENTS:
+        step = step_time(placement, hardware, parameter_count, replicas, 0.0, gradient_bytes)
+        rows.append(
+            (
+                PLACEMENT_LABELS[placement],
+                f"{step.transfer_ms:,.0f}",
+                f"{step.reduce_ms:,.0f}",
+                f"{step.background_ms:,.0f}",
+                f"{step.compute_ms + step.communication_ms:,.0f}",
+            )
+        )
+    headers = [
+        "Placement", "transfers ms", "sum + update ms", "beside the next step ms",
+        "added to the step, serial, ms (with Adam on the GPUs)",
+    ]  # fmt: skip
     return markdown_table(headers, rows)
 
 
 def step_markdown(points: Sequence[ScalingPoint]) -> str:
     """A step-time table: one row per placement and GPU count."""
     headers = [
-        "Placement", "GPUs", "compute ms", "transfers ms", "sum + update ms", "step ms serial",
-        "step ms overlapped", "samples/s serial", "speedup serial", "efficiency serial",
+        "Placement", "GPUs", "compute ms", "transfers ms", "sum + update ms",
+        "beside the next step ms", "step ms serial", "step ms overlapped", "samples/s serial", "speedup serial", "efficiency serial",
         "efficiency overlapped",
     ]  # fmt: skip
     rows = [
@@ -569,6 +826,7 @@ def step_markdown(points: Sequence[ScalingPoint]) -> str:
             f"{point.step.compute_ms:.1f}",
             f"{point.step.transfer_ms:.1f}",
             f"{point.step.reduce_ms:.1f}",
+            f"{point.step.background_ms:.1f}",
             f"{point.step.serial_ms:.1f}",
             f"{point.step.overlapped_ms:.1f}",
             f"{point.samples_per_second:,.0f}",
@@ -646,6 +904,8 @@ def build_markdown(
         "### Derived figures\n\n" + derived_figures_markdown(hardware, most),
         f"### Scaling efficiency at {most} GPUs (serial / overlapped)\n\n"
         + summary_markdown(hardware, scalings, most, bf16_gradient_dtype),
+        f"### Time added per step per billion float32 parameters, {most} GPUs\n\n"
+        + overhead_markdown(hardware, most),
         "### Step time, throughput and efficiency",
     ]
     for scaling in scalings:
@@ -706,15 +966,7 @@ def plot_efficiency(
     Raises:
         app.UsageError: If matplotlib is not installed.
     """
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        from matplotlib import pyplot
-    except ImportError as error:
-        raise app.UsageError(
-            "--plot_out needs matplotlib: `pip install matplotlib`, or leave --plot_out unset."
-        ) from error
+    pyplot = _pyplot()
     figure, axes = pyplot.subplots(len(MODELS), len(PRECISIONS), figsize=(10, 7), squeeze=False)
     for axis_row, model in zip(axes, MODELS, strict=True):
         for axis, precision in zip(axis_row, PRECISIONS, strict=True):
@@ -736,6 +988,94 @@ def plot_efficiency(
     figure.suptitle(scaling.title)
     figure.tight_layout()
     figure.savefig(path)
+
+
+# The colours of benchmarks/plots.py: ReplicaStrategy blue, mirror_weights green, Mirrored orange.
+PLACEMENT_COLOURS = {
+    "cpu_pinned": "#1f77b4",
+    "cpu_pageable": "#aec7e8",
+    "mirror_weights": "#2ca02c",
+    "mirror_weights_delayed": "#98df8a",
+    "gpu0": "#17becf",
+    "mirrored": "#ff7f0e",
+}
+
+
+def plot_summary(
+    hardware: Hardware,
+    scalings: Sequence[Scaling],
+    most_replicas: int,
+    bf16_gradient_dtype: str,
+    path: str,
+) -> None:
+    """Saves the summary table as bars: efficiency at `most_replicas` GPUs by placement.
+
+    A panel per batch regime, a group of bars per model and precision: the bar is the serial
+    efficiency, the black tick above it the overlapped one.
+
+    Raises:
+        app.UsageError: If matplotlib is not installed.
+    """
+    pyplot = _pyplot()
+    figure, axes = pyplot.subplots(
+        1, len(scalings), figsize=(5.2 * len(scalings), 5.2), squeeze=False, sharey=True
+    )
+    width = 0.8 / len(STEP_PLACEMENTS)
+    for axis, scaling in zip(axes[0], scalings, strict=True):
+        cases = [(model, precision) for model in MODELS for precision in PRECISIONS]
+        for case_index, (model, precision) in enumerate(cases):
+            points = scaling_points(
+                hardware, model, precision, scaling, [most_replicas], bf16_gradient_dtype
+            )
+            for index, point in enumerate(points):
+                x = case_index - 0.4 + (index + 0.5) * width
+                axis.bar(
+                    x,
+                    100 * point.efficiency,
+                    width,
+                    color=PLACEMENT_COLOURS[point.placement],
+                    label=PLACEMENT_LABELS[point.placement].replace("`", "") + " (bar: serial)",
+                )
+                axis.plot(
+                    [x - width / 2, x + width / 2],
+                    [100 * point.overlapped_efficiency] * 2,
+                    color="black",
+                    linewidth=1,
+                    label="full overlap (tick)",
+                )
+        axis.set_xticks(range(len(cases)))
+        axis.set_xticklabels([f"{model.name}\n{precision}" for model, precision in cases])
+        axis.set_title(scaling.title, fontsize="medium")
+        axis.set_ylim(0, 105)
+        axis.grid(True, axis="y", alpha=0.3)
+    axes[0][0].set_ylabel(f"scaling efficiency at {most_replicas} GPUs, %")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    unique = dict(zip(labels, handles, strict=True))
+    figure.legend(
+        unique.values(), unique.keys(), loc="lower center", ncol=4, fontsize="small", frameon=False
+    )
+    figure.suptitle(
+        f"Predicted efficiency at {most_replicas} H200 GPUs by weight placement "
+        f"(benchmarks/scaling_model.py; host Adam: {hardware.host_optimizer})",
+        fontsize="medium",
+    )
+    figure.tight_layout(rect=(0, 0.1, 1, 1))
+    figure.savefig(path, dpi=90)
+    pyplot.close(figure)
+
+
+def _pyplot():
+    """matplotlib's pyplot on the file-only backend; app.UsageError if it is missing."""
+    try:
+        import matplotlib  # noqa: PLC0415
+
+        matplotlib.use("Agg")
+        from matplotlib import pyplot  # noqa: PLC0415
+    except ImportError as error:
+        raise app.UsageError(
+            "Plots need matplotlib: `pip install matplotlib`, or leave the plot flags unset."
+        ) from error
+    return pyplot
 
 
 _PER_REPLICA_BATCH = flags.DEFINE_multi_integer(
@@ -763,9 +1103,22 @@ _BF16_GRADIENT_DTYPE = flags.DEFINE_enum(
     ["float32", "bfloat16"],
     "Dtype of the gradients on the links in bf16 runs (Keras mixed precision: float32).",
 )
+_HOST_OPTIMIZER = flags.DEFINE_enum(
+    "host_optimizer",
+    Hardware.host_optimizer,
+    ["keras", "fused"],
+    "The host's Adam: Keras 3's element-wise chain (measured) or the fused ResourceApplyAdam "
+    "kernel (measured, what tf_keras runs).",
+)
 _MARKDOWN_OUT = flags.DEFINE_string("markdown_out", None, "Also write the tables to this file.")
 _UPDATE_DOCUMENT = flags.DEFINE_string(
     "update_document", None, "Replace the generated block of this Markdown file with the tables."
+)
+_SUMMARY_CHART_OUT = flags.DEFINE_string(
+    "summary_chart_out",
+    None,
+    "Save the summary (efficiency at the most GPUs by placement) as a bar chart, e.g. "
+    "benchmarks/scaling_summary.png (needs matplotlib).",
 )
 _PLOT_OUT = flags.DEFINE_string(
     "plot_out", None, "Save an efficiency plot of the first batch regime (needs matplotlib)."
@@ -804,7 +1157,9 @@ def main(argv: Sequence[str]) -> None:
             "--gpu_counts and --gpus_per_pcie_uplink must be >= 1. Received: "
             f"gpu_counts={_GPU_COUNTS.value}, gpus_per_pcie_uplink={_GPUS_PER_PCIE_UPLINK.value}."
         )
-    hardware = Hardware(gpus_per_pcie_uplink=_GPUS_PER_PCIE_UPLINK.value)
+    hardware = Hardware(
+        gpus_per_pcie_uplink=_GPUS_PER_PCIE_UPLINK.value, host_optimizer=_HOST_OPTIMIZER.value
+    )
     scalings = scalings_from_flags()
     replica_counts = sorted(set(_GPU_COUNTS.value))
     markdown = build_markdown(hardware, scalings, replica_counts, _BF16_GRADIENT_DTYPE.value)
@@ -814,6 +1169,14 @@ def main(argv: Sequence[str]) -> None:
             file.write(markdown)
     if _UPDATE_DOCUMENT.value:
         update_document(_UPDATE_DOCUMENT.value, markdown)
+    if _SUMMARY_CHART_OUT.value:
+        plot_summary(
+            hardware,
+            scalings,
+            max(replica_counts),
+            _BF16_GRADIENT_DTYPE.value,
+            _SUMMARY_CHART_OUT.value,
+        )
     if _PLOT_OUT.value:
         plot_efficiency(
             hardware, scalings[0], replica_counts, _BF16_GRADIENT_DTYPE.value, _PLOT_OUT.value

@@ -21,11 +21,11 @@ import tensorflow as tf
 from absl import logging
 
 from benchmarks import contestants as contestants_lib
-from benchmarks import report, workloads
+from benchmarks import plots, report, traffic, workloads
 
 # Not resolve(): under Bazel the runfiles tree (symlinks) is the repository to run from.
 _REPOSITORY = pathlib.Path(__file__).absolute().parent.parent
-MEMORY_CONTESTANTS = (contestants_lib.REPLICA, contestants_lib.MIRRORED)
+MEMORY_CONTESTANTS = (*contestants_lib.REPLICA_NAMES, contestants_lib.MIRRORED)
 # Every workload built, kept until the process ends. Deleting the custom loop's distributed
 # iterator (an endless dataset, read inside a tf.function) of ReplicaStrategy or MirroredStrategy
 # on 2 devices takes 20-40 s in TensorFlow 2.21 (CentralStorageStrategy's: 0.3 s; the difference
@@ -54,6 +54,12 @@ class Settings:
         memory_batch_size: Global batch of the memory probe's two train steps.
         memory_repetitions: Fresh processes per memory configuration.
         memory_processes: Memory probes run at the same time (they are not timed).
+        traffic_replica_counts: Replica counts of the traffic meter (benchmarks/traffic.py);
+            empty skips it.
+        traffic_width: Units of each hidden Dense layer of the traffic meter's MLP.
+        host_update_sizes: Parameter counts of the host Adam micro-benchmark
+            (benchmarks/host_update.py); empty skips it.
+        host_update_repetitions: Timed updates per size.
     """
 
     models: tuple[str, ...] = contestants_lib.MODEL_NAMES
@@ -71,10 +77,14 @@ class Settings:
     memory_batch_size: int = 8
     memory_repetitions: int = 2
     memory_processes: int = 1
+    traffic_replica_counts: tuple[int, ...] = (2, 4)
+    traffic_width: int = 256
+    host_update_sizes: tuple[int, ...] = (1_000_000, 10_000_000, 50_000_000)
+    host_update_repetitions: int = 10
 
     def validate(self) -> None:
         """Raises ValueError naming the setting that cannot run."""
-        for count in self.device_counts + self.memory_device_counts:
+        for count in self.device_counts + self.memory_device_counts + self.traffic_replica_counts:
             if count < 1:
                 raise ValueError(f"Device counts must be >= 1; received {count}.")
         uneven = [count for count in self.device_counts if self.global_batch % count]
@@ -163,26 +173,14 @@ def run_memory_probe(contestant_name: str, device_count: int, settings: Settings
     """Runs `memory_probe.py` in a fresh process; returns its result or {"failed": reason}."""
     command = [
         sys.executable,
-        "-m",
-        "benchmarks.memory_probe",
+        str(_REPOSITORY / "benchmarks" / "memory_probe.py"),
         f"--contestant={contestant_name}",
         f"--device_count={device_count}",
         f"--width={settings.memory_width}",
         f"--layers={settings.memory_layers}",
         f"--batch_size={settings.memory_batch_size}",
     ]
-    environment = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    environment["PYTHONPATH"] = os.pathsep.join(
-        filter(None, [str(_REPOSITORY), os.environ.get("PYTHONPATH")])
-    )
-    completed = subprocess.run(
-        command, cwd=_REPOSITORY, env=environment, capture_output=True, text=True, check=False
-    )
-    lines = completed.stdout.strip().splitlines()
-    if completed.returncode != 0 or not lines:
-        errors = completed.stderr.strip().splitlines() or [f"exit code {completed.returncode}"]
-        return {"failed": errors[-1][:120]}
-    return json.loads(lines[-1])
+    return _run_json(command)
 
 
 def measure_memory(settings: Settings) -> list[dict]:
@@ -210,7 +208,56 @@ def measure_memory(settings: Settings) -> list[dict]:
     ]
 
 
-def _cpu_model() -> str:
+def measure_traffic(settings: Settings) -> list[dict]:
+    """benchmarks/traffic.py's configurations; mirror_weights only where it exists."""
+    configurations = traffic.CONFIGURATIONS
+    missing = []
+    if not contestants_lib.HAS_MIRROR_WEIGHTS:
+        configurations = tuple(name for name in configurations if name != traffic.MIRROR_WEIGHTS)
+        reason = "this ReplicaStrategy has no mirror_weights parameter"
+        missing = [
+            {"configuration": traffic.MIRROR_WEIGHTS, "replicas": count, "unavailable": reason}
+            for count in settings.traffic_replica_counts
+        ]
+    measured = traffic.measure_all(
+        settings.traffic_replica_counts,
+        configurations,
+        width=settings.traffic_width,
+        processes=max(1, settings.memory_processes),
+    )
+    return measured + missing
+
+
+def measure_host_update(settings: Settings) -> dict:
+    """Runs `host_update.py` in a fresh process (nothing else in it competes for memory)."""
+    command = [
+        sys.executable,
+        str(_REPOSITORY / "benchmarks" / "host_update.py"),
+        "--sizes=" + ",".join(str(size) for size in settings.host_update_sizes),
+        f"--repetitions={settings.host_update_repetitions}",
+    ]
+    return _run_json(command)
+
+
+def _run_json(command: list[str]) -> dict:
+    """Runs a benchmark script; its last stdout line is JSON, else {"failed": reason}."""
+    environment = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    # The caller's PYTHONPATH first (see traffic.measure_in_subprocess), so a script, not `-m`.
+    environment["PYTHONPATH"] = os.pathsep.join(
+        filter(None, [os.environ.get("PYTHONPATH"), str(_REPOSITORY)])
+    )
+    completed = subprocess.run(
+        command, cwd=_REPOSITORY, env=environment, capture_output=True, text=True, check=False
+    )
+    lines = completed.stdout.strip().splitlines()
+    if completed.returncode != 0 or not lines:
+        errors = completed.stderr.strip().splitlines() or [f"exit code {completed.returncode}"]
+        return {"failed": errors[-1][:120]}
+    return json.loads(lines[-1])
+
+
+def cpu_model() -> str:
+    """The host CPU's model name from /proc/cpuinfo, else what `platform` says."""
     try:
         for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -230,29 +277,34 @@ def run(settings: Settings) -> dict:
         "date": datetime.datetime.now().strftime("%Y-%m-%d %H:%M"),
         "machine": {
             "cores": os.cpu_count(),
-            "cpu_model": _cpu_model(),
+            "cpu_model": cpu_model(),
             "tensorflow": tf.__version__,
             "keras": tf.keras.version(),
+            "replica_strategy": str(pathlib.Path(contestants_lib.replica_strategy.__file__).parent),
         },
         "settings": dataclasses.asdict(settings),
         "cells": measure_throughput(settings),
         "memory": measure_memory(settings) if settings.memory_device_counts else [],
+        "traffic": measure_traffic(settings) if settings.traffic_replica_counts else [],
+        "host_update": measure_host_update(settings) if settings.host_update_sizes else {},
     }
 
 
 def write_outputs(results: dict, output_dir: pathlib.Path) -> dict[str, pathlib.Path]:
-    """Writes results.json, results.md and (with matplotlib) results.png into `output_dir`.
+    """Writes results.json, results.md and (with matplotlib) results.png and headline.png.
 
     Returns:
-        {"json", "markdown"[, "plot"]}: the paths written.
+        {"json", "markdown"[, "plot"][, "headline"]}: the paths written into `output_dir`.
     """
     output_dir.mkdir(parents=True, exist_ok=True)
     paths = {"json": output_dir / "results.json", "markdown": output_dir / "results.md"}
     paths["json"].write_text(report.to_json(results))
     paths["markdown"].write_text(report.markdown(results))
-    plot_path = output_dir / "results.png"
-    if report.write_plot(results, plot_path):
+    plot_path, headline_path = output_dir / "results.png", output_dir / "headline.png"
+    if plots.write_results_plot(results, plot_path):
         paths["plot"] = plot_path
     else:
         logging.warning("matplotlib is not installed: no plot (pip install matplotlib).")
+    if plots.write_headline(results, headline_path):
+        paths["headline"] = headline_path
     return paths

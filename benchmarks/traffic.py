@@ -116,14 +116,6 @@ def class_totals(pairs: dict[str, int]) -> dict[str, int]:
 # The child: runs in a fresh process with the memory log on (see `measure_in_subprocess`).
 
 
-def _canonical_device(name: str) -> str:
-    """'/job:localhost/replica:0/task:0/device:CPU:1' -> '/cpu:1'."""
-    import tensorflow as tf  # noqa: PLC0415
-
-    spec = tf.DeviceSpec.from_string(name)
-    return f"/{spec.device_type.lower()}:{spec.device_index}"
-
-
 def _tensor_bytes(tensor: LoggedTensor) -> int:
     import tensorflow as tf  # noqa: PLC0415
     from tensorflow.core.framework import types_pb2  # noqa: PLC0415
@@ -166,11 +158,13 @@ def _training_recvs(run_metadata) -> dict[str, tuple[str, str]]:
     That is the training step: the iterator's and the callbacks' functions cross little or not
     at all.
     """
+    from benchmarks import contestants  # noqa: PLC0415  (imports TensorFlow)
+
     graphs = [
         {
             node.name: (
-                _canonical_device(node.attr["send_device"].s.decode()),
-                _canonical_device(node.attr["recv_device"].s.decode()),
+                contestants.canonical_device(node.attr["send_device"].s.decode()),
+                contestants.canonical_device(node.attr["recv_device"].s.decode()),
             )
             for partition in function_graph.partition_graphs
             for node in partition.node
@@ -209,7 +203,7 @@ def measure(configuration: str, replicas: int, width: int, layers: int, steps: i
     """Trains an MLP with Adam `steps` steps under `configuration` and measures the last step.
 
     Call only in a fresh process whose environment turns the memory log on and sends stderr to
-    `memory_log_path` (what `measure_in_subprocess` does).
+    the file named by REPLICA_STRATEGY_MEMORY_LOG (what `measure_in_subprocess` does).
 
     Returns:
         A dict: parameter_bytes (P), pairs ({"sender -> receiver": bytes}), input_bytes (input
@@ -256,7 +250,7 @@ def measure(configuration: str, replicas: int, width: int, layers: int, steps: i
             for variable in model.trainable_weights
         ),
         **_step_bytes(run_metadata),
-        "variable_bytes": _bytes_per_device(created),
+        "variable_bytes": contestants.variable_bytes_per_device(created),
         "replica_strategy": str(pathlib.Path(replica_strategy.__file__).parent),
     }
 
@@ -280,14 +274,6 @@ def _input_bytes(tensors: list[LoggedTensor], recvs: dict) -> int:
     return per_element * max(len(replicas), 1) if per_element else 0
 
 
-def _bytes_per_device(variables) -> dict[str, int]:
-    per_device: dict[str, int] = collections.defaultdict(int)
-    for variable in {id(variable): variable for variable in variables}.values():
-        device = _canonical_device(variable.device) if variable.device else HOST
-        per_device[device] += math.prod(variable.shape) * variable.dtype.size
-    return dict(sorted(per_device.items()))
-
-
 # The parent: one child process per configuration.
 
 
@@ -306,9 +292,9 @@ def measure_in_subprocess(
             TF_CPP_MIN_LOG_LEVEL="0",
             REPLICA_STRATEGY_MEMORY_LOG=log.name,
         )
-        # A PYTHONPATH given by the caller comes first, so another `replica_strategy` tree
-        # (PYTHONPATH=/path/to/tree) is measured with this meter; hence a script, not `-m`,
-        # which would put this repository first.
+        # A PYTHONPATH given by the caller comes first, so another `replica_strategy` (a
+        # directory holding only that package) is measured with this meter; hence a script,
+        # not `-m`, which would put this repository first.
         environment["PYTHONPATH"] = os.pathsep.join(
             filter(None, [os.environ.get("PYTHONPATH"), str(_REPOSITORY)])
         )
@@ -419,36 +405,44 @@ def memory_table(results: Sequence[dict]) -> str:
     return "\n".join(lines)
 
 
-_CHILD_CONFIGURATION = flags.DEFINE_string(
-    "child_configuration", None, "Internal: measure this configuration in this process."
-)
-_REPLICA_COUNTS = flags.DEFINE_list("replica_counts", ["2", "4"], "Replica counts to measure.")
-_WIDTH = flags.DEFINE_integer("width", 256, "Units of each hidden Dense layer (and inputs).")
-_LAYERS = flags.DEFINE_integer("layers", 2, "Hidden Dense layers.")
-_STEPS = flags.DEFINE_integer("steps", 3, "Training steps; the last one is measured.")
-_PROCESSES = flags.DEFINE_integer("processes", 2, "Child processes at a time.")
+def define_flags() -> None:
+    """The command line's flags; defined only when run as a script, so importing this module
+    next to another benchmark script defines no clashing flags."""
+    flags.DEFINE_string(
+        "child_configuration", None, "Internal: measure this configuration in this process."
+    )
+    flags.DEFINE_list("replica_counts", ["2", "4"], "Replica counts to measure.")
+    flags.DEFINE_integer("width", 256, "Units of each hidden Dense layer (and inputs).")
+    flags.DEFINE_integer("layers", 2, "Hidden Dense layers.")
+    flags.DEFINE_integer("steps", 3, "Training steps; the last one is measured.")
+    flags.DEFINE_integer("processes", 2, "Child processes at a time.")
 
 
 def main(argv: Sequence[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}.")
-    counts = [int(count) for count in _REPLICA_COUNTS.value]
-    if _CHILD_CONFIGURATION.value:
+    counts = [int(count) for count in flags.FLAGS.replica_counts]
+    if flags.FLAGS.child_configuration:
         if "REPLICA_STRATEGY_MEMORY_LOG" not in os.environ:
             raise app.UsageError(
                 "--child_configuration is internal: run `python -m benchmarks.traffic` without it."
             )
         result = measure(
-            _CHILD_CONFIGURATION.value, counts[0], _WIDTH.value, _LAYERS.value, _STEPS.value
+            flags.FLAGS.child_configuration,
+            counts[0],
+            flags.FLAGS.width,
+            flags.FLAGS.layers,
+            flags.FLAGS.steps,
         )
         print(json.dumps(result))
         sys.stdout.flush()
         os._exit(0)  # Skips TensorFlow's teardown of the distributed iterator (slow).
     results = measure_all(
-        counts, width=_WIDTH.value, layers=_LAYERS.value, processes=_PROCESSES.value
+        counts, width=flags.FLAGS.width, layers=flags.FLAGS.layers, processes=flags.FLAGS.processes
     )
     print(traffic_table(results), pairs_table(results), memory_table(results), sep="\n\n")
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

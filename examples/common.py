@@ -271,10 +271,16 @@ def _check_local_devices(names: list[str]) -> None:
         spec = _device_spec(name, received)
         local = spec.job in (None, "localhost") and not spec.replica and not spec.task
         canonical = f"/device:{(spec.device_type or '').upper()}:{spec.device_index or 0}"
-        if not local or canonical not in available:
+        if not local:
             raise app.UsageError(
-                f"--devices names {name}, which this process does not have (the trainers run "
-                f"on one machine). Available: {', '.join(available)}. {received}"
+                f"--devices names {name}, a device of another task: --strategy={_STRATEGY.value} "
+                "uses this machine's devices (across machines, use --strategy=multi_worker). "
+                f"Available: {', '.join(available)}. {received}"
+            )
+        if canonical not in available:
+            raise app.UsageError(
+                f"--devices names {name}, which this process does not have. Available: "
+                f"{', '.join(available)}. {received}"
             )
         if canonical in seen:
             raise app.UsageError(

@@ -8,7 +8,8 @@ Run from the repository root (writes ./runs/train_custom_loop):
 Each step divides the summed per-example loss by the number of rows in the whole global batch
 (counted across replicas with `all_reduce`), so the summed gradients are the global batch's
 mean gradient exactly, even when the last batch splits unevenly. A restart with the same flags
-resumes from the latest checkpoint in --model_dir.
+resumes from the newest committed checkpoint in --model_dir. Flags, outputs, resuming and
+logging are those of train_keras.py: see --help and docs/trainers.md.
 """
 
 from __future__ import annotations
@@ -60,6 +61,8 @@ def train(
 
     Returns:
       A `common.TrainResult`; `history` holds "loss" and "val_accuracy" per epoch.
+
+    Raises: as `train_keras.train`.
     """
     if common.is_local(strategy):
         devices = devices or common.default_devices()

@@ -6,9 +6,10 @@ Run from the repository root (writes ./runs/train_keras; about a minute on 2 CPU
     python examples/train_keras.py --strategy=mirrored --devices=4 --epochs=30
     python examples/train_keras.py --dataset=synthetic --num_samples=8192 --image_size=64
 
-Kill it and run the same command again: it resumes from the latest checkpoint in --model_dir.
-Across machines, start one process per machine with its own TF_CONFIG and
-`--strategy=multi_worker` (see docs/trainers.md).
+Kill it and run the same command again: it resumes from the newest committed checkpoint in
+--model_dir (one trainer at a time per --model_dir). Across machines, start one process per
+machine with its own TF_CONFIG and `--strategy=multi_worker`. It logs warnings and errors only;
+--verbosity=0 adds INFO lines. Flags: --help; everything else: docs/trainers.md.
 """
 
 from __future__ import annotations
@@ -66,12 +67,18 @@ def train(
       batch_size: the global batch size.
       epochs: total epochs, counting those restored from a checkpoint.
       learning_rate: Adam's learning rate.
-      model_dir: checkpoints, TensorBoard logs and the final model.
+      model_dir: checkpoints, TensorBoard logs and the final model; created if missing and
+        locked for the run, before any data is loaded.
       seed: fixes the initial weights and every epoch's order.
       verbose: Keras' progress output.
 
     Returns:
       A `common.TrainResult`.
+
+    Raises:
+      model_dir.ModelDirError: `model_dir` is a file, not writable, or in use by another run.
+      checkpoints.CorruptCheckpointError: a committed checkpoint's file is damaged.
+      checkpoints.ModelMismatchError: the checkpoints in `model_dir` are of another model.
     """
     if common.is_local(strategy):
         devices = devices or common.default_devices()

@@ -13,7 +13,7 @@ import virtual_devices  # noqa: F401  (splits the CPU into logical devices on im
 import tensorflow as tf
 
 import replica_strategy
-from benchmarks import contestants, report, suite, workloads
+from benchmarks import contestants, host_update, report, suite, traffic, workloads
 
 _DEVICE_COUNTS = (1, 2)
 _TINY = suite.Settings(
@@ -30,6 +30,9 @@ _TINY = suite.Settings(
     memory_batch_size=4,
     memory_repetitions=1,
     memory_processes=2,
+    traffic_replica_counts=(2,),
+    traffic_width=16,
+    host_update_sizes=(),
 )
 
 
@@ -62,7 +65,7 @@ class BenchmarkRunTest(tf.test.TestCase):
             self.assertIn(f"## `{mode}`, mlp: samples/s", text)
         for name in contestants.NAMES:
             self.assertIn(f"| {name} |", text)
-        self.assertIn("| fit | mlp | MirroredStrategy |", text)
+        self.assertIn("| fit | mlp | ReplicaStrategy | MirroredStrategy |", text)
         self.assertIn("## Overhead: step time of ReplicaStrategy on 1 device / no strategy", text)
         self.assertIn("| ReplicaStrategy | 2 |", text)
         self.assertIn("| MirroredStrategy | 2 |", text)
@@ -78,6 +81,23 @@ class BenchmarkRunTest(tf.test.TestCase):
             rtol=0.01,
         )
         self.assertGreater(rows["ReplicaStrategy"]["peak_rss_mib"].median, 0)
+        # Per device: ReplicaStrategy's weights and Adam's slots on the host only; MirroredStrategy
+        # holds them all on each replica device and nothing on the host.
+        self.assertAllClose(
+            rows["ReplicaStrategy"]["host_mib"], rows["ReplicaStrategy"]["variable_mib"], rtol=0.01
+        )
+        self.assertLess(rows["ReplicaStrategy"]["replica_mib"], 0.001)
+        self.assertEqual(rows["MirroredStrategy"]["host_mib"], 0)
+        self.assertAllClose(
+            rows["MirroredStrategy"]["replica_mib"], rows["ReplicaStrategy"]["host_mib"], rtol=0.01
+        )
+
+    def test_traffic_table_is_in_the_report(self):
+        configurations = {result["configuration"] for result in self.results["traffic"]}
+        self.assertEqual(configurations, set(traffic.CONFIGURATIONS))
+        text = report.markdown(self.results)
+        self.assertIn("## Bytes that cross devices per training step", text)
+        self.assertIn("| ReplicaStrategy | 2 |", traffic.traffic_table(self.results["traffic"]))
 
     def test_write_outputs_writes_json_markdown_and_plot(self):
         with tempfile.TemporaryDirectory() as directory:
@@ -93,6 +113,7 @@ class BenchmarkRunTest(tf.test.TestCase):
                 self.assertNotIn("plot", paths)
             else:
                 self.assertGreater(paths["plot"].stat().st_size, 0)
+                self.assertGreater(paths["headline"].stat().st_size, 0)
 
 
 class VariableBytesTest(tf.test.TestCase):
@@ -107,6 +128,19 @@ class VariableBytesTest(tf.test.TestCase):
         self.assertEqual(self._dense_bytes(None), 60)
         self.assertEqual(self._dense_bytes(replica_strategy.ReplicaStrategy(devices)), 60)
         self.assertEqual(self._dense_bytes(tf.distribute.MirroredStrategy(devices)), 120)
+
+
+class HostUpdateTest(tf.test.TestCase):
+    def test_times_keras_and_fused_adam_and_converts_to_passes(self):
+        results = {
+            "machine": {"cores": 2, "cpu_model": "test CPU"},
+            "adam": [host_update.adam_update(20_000, repetitions=2)],
+        }
+        for kind in ("keras", "fused"):
+            timings = results["adam"][0][kind]
+            self.assertBetween(timings["min_ms"], 0, timings["median_ms"])
+        self.assertGreater(host_update.keras_adam_passes(results), 0)
+        self.assertIn("| 20,000 |", host_update.markdown(results))
 
 
 class SettingsTest(tf.test.TestCase):

@@ -444,6 +444,38 @@ class TfKerasTest(_TestCase):
             self.assertNotIsInstance(variable, values_lib.DistributedVariable)
             self.assertEqual(tf.DeviceSpec.from_string(variable.device).device_index, 0)
 
+    @parameterized.named_parameters(("aggregated", True), ("not_aggregated", False))
+    def test_apply_gradients_applies_the_sum_once_or_raises(self, aggregate):
+        # tf_keras' experimental_aggregate_gradients=False would give each replica's copy its own
+        # gradient (as under MirroredStrategy); the one master cannot take two: it raises.
+        strategy = _strategy(2)
+        with strategy.scope():
+            variable = tf.Variable([0.0, 0.0])
+            optimizer = tf_keras.optimizers.legacy.SGD(0.1)
+
+        @tf.function
+        def optimize():
+            def step(gradient):
+                optimizer.apply_gradients(
+                    [(gradient, variable)], experimental_aggregate_gradients=aggregate
+                )
+                return variable.read_value()
+
+            gradients = strategy.experimental_distribute_values_from_function(
+                lambda context: tf.fill(
+                    [2], tf.cast(context.replica_id_in_sync_group + 1, "float32")
+                )
+            )
+            return strategy.experimental_local_results(strategy.run(step, args=(gradients,)))
+
+        if aggregate:
+            self.assertAllClose(optimize(), [[-0.3, -0.3], [-0.3, -0.3]])
+            self.assertCopiesEqualMaster(variable)
+        else:
+            with self.assertRaisesRegex(NotImplementedError, "one copy of each variable"):
+                optimize()
+            self.assertAllEqual(variable.numpy(), [0.0, 0.0])  # Nothing applied.
+
 
 _STRATEGIES = {
     "no_strategy": lambda: None,

@@ -90,6 +90,15 @@ class VariablePlacementTest(tf.test.TestCase, parameterized.TestCase):
                 self.assertIsInstance(variable, ParameterVariable)
         self.assertTrue(strategy.extended.variable_created_in_scope(model.weights[0].value))
 
+    @parameterized.named_parameters(*_REPLICA_COUNTS)
+    def test_synchronization_auto_means_on_write_as_under_mirrored_strategy(self, num_replicas):
+        for strategy in (_replica_strategy(num_replicas), _mirrored_strategy(num_replicas)):
+            with strategy.scope():
+                variable = tf.Variable(1.0, synchronization=tf.VariableSynchronization.AUTO)
+            self.assertEqual(
+                variable.synchronization, tf.VariableSynchronization.ON_WRITE, msg=str(strategy)
+            )
+
     @parameterized.named_parameters(*_REPLICA_COUNTS[1:])
     def test_on_read_variables_have_one_copy_per_replica(self, num_replicas):
         strategy = _replica_strategy(num_replicas)

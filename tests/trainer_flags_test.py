@@ -1,0 +1,85 @@
+"""The trainers as programs: `--help`, usage errors, and what they log (real subprocesses)."""
+
+import os
+import re
+import subprocess
+import sys
+
+import tensorflow as tf
+from absl.testing import parameterized
+
+_REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_TRAINERS = ("train_keras", "train_custom_loop", "legacy_multi_gpu_model")
+_SHARED_FLAGS = (
+    "strategy",
+    "devices",
+    "dataset",
+    "num_samples",
+    "image_size",
+    "hidden_units",
+    "batch_size",
+    "epochs",
+    "learning_rate",
+    "seed",
+    "model_dir",
+)
+_TINY = ["--num_samples=16", "--hidden_units=4", "--batch_size=8", "--epochs=1", "--devices=2"]
+
+
+def _run(trainer: str, *flags: str, environment: dict | None = None):
+    script = os.path.join(_REPOSITORY, "examples", f"{trainer}.py")
+    return subprocess.run(
+        [sys.executable, script, *flags],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=_REPOSITORY, TF_CPP_MIN_LOG_LEVEL="2", **environment or {}),
+        timeout=300,
+    )
+
+
+class TrainerProgramTest(tf.test.TestCase, parameterized.TestCase):
+    @parameterized.named_parameters((trainer, trainer) for trainer in _TRAINERS)
+    def test_help_lists_the_trainer_flags(self, trainer):
+        run = _run(trainer, "--help")
+        for name in _SHARED_FLAGS:
+            self.assertRegex(run.stdout, rf"(?m)^\s+--{name}\b", f"--{name} missing from --help")
+
+    @parameterized.named_parameters(
+        ("mixed_ids_and_names", "0,/cpu:1"),  # Rejected by absl while parsing.
+        ("missing_device", "/gpu:99"),  # Rejected once TensorFlow lists the devices.
+        ("other_job", "/job:foo/cpu:0"),
+    )
+    def test_bad_devices_is_a_usage_error(self, value):
+        run = _run("train_keras", f"--devices={value}", f"--model_dir={self.create_tempdir()}")
+        self.assertEqual(run.returncode, 1, run.stderr[-3000:])
+        self.assertIn("--devices", run.stderr)
+        self.assertIn(value, run.stderr)
+        self.assertNotIn("Traceback", run.stderr)
+
+    def test_logs_warnings_only_by_default(self):
+        run = _run("train_keras", *_TINY, f"--model_dir={self.create_tempdir()}")
+        self.assertEqual(run.returncode, 0, run.stderr[-3000:])
+        # Python logging's INFO lines, in absl's format ("I1126 14:02:23.882671 ...") or in
+        # TensorFlow's own ("INFO:tensorflow:..."); the C++ runtime's start with "I0000".
+        info = [
+            line for line in run.stderr.splitlines() if re.match(r"I(?!0000)\d{4} |INFO:", line)
+        ]
+        self.assertEmpty(info)
+        self.assertNotIn("CentralStorageStrategy", run.stderr)
+
+    def test_verbosity_flag_shows_info_lines_once_each(self):
+        run = _run(
+            "train_keras",
+            *_TINY,
+            "--strategy=mirrored",
+            "--verbosity=0",
+            f"--model_dir={self.create_tempdir()}",
+        )
+        self.assertEqual(run.returncode, 0, run.stderr[-3000:])
+        # MirroredStrategy logs this once, at INFO; TensorFlow's handler and absl's both printed it.
+        self.assertLen(re.findall("Using MirroredStrategy with devices", run.stderr), 1)
+        self.assertNotIn("INFO:tensorflow:", run.stderr)
+
+
+if __name__ == "__main__":
+    tf.test.main()
