@@ -147,6 +147,7 @@ class ReplicaStrategy(distribute_lib.Strategy):
 
     @property
     def mirror_weights(self) -> bool:
+        """Whether each replica device holds a working copy of the trainable weights."""
         return self.extended.mirror_weights
 
     def __repr__(self) -> str:
