@@ -315,11 +315,17 @@ class NumericsTest(_TestCase):
         reference = train(tf.distribute.OneDeviceStrategy(_HOST))
         self.assertWeightsClose(train(_strategy(num_replicas)), reference)
 
-    @parameterized.named_parameters(("ten_on_three", 3), ("ten_on_four", 4))
-    def test_uneven_fit_with_exact_uneven_batches_matches_one_device(self, num_replicas):
-        x, y = _data(40)
-        reference = _fit(None, _mlp, x, y, batch_size=10)
-        model = _fit(_strategy(num_replicas), _mlp, x, y, batch_size=10, exact=True)
+    @parameterized.named_parameters(
+        ("ten_on_three", 3, 40, 10),  # 4, 4, 2
+        ("ten_on_four", 4, 40, 10),  # 3, 3, 3, 1
+        ("empty_replicas", 4, 8, 6),  # 2, 2, 2, 0, then 1, 1, 0, 0
+    )
+    def test_uneven_fit_with_exact_uneven_batches_matches_one_device(
+        self, num_replicas, rows, batch_size
+    ):
+        x, y = _data(rows)
+        reference = _fit(None, _mlp, x, y, batch_size=batch_size)
+        model = _fit(_strategy(num_replicas), _mlp, x, y, batch_size=batch_size, exact=True)
         self.assertWeightsClose(model, reference)
 
     def test_steps_per_execution_matches_one_device(self):
