@@ -61,7 +61,7 @@ class ReplicaStrategy(distribute_lib.Strategy):
     weights (not of the optimizer state) per device. Everything else behaves as with
     `mirror_weights=False`: non-trainable variables (e.g. BatchNormalization statistics)
     stay once on `parameter_device`, metrics per replica, replica-context writes are
-    aggregated the same way, and the numbers trained are the same. Checkpoints and saved
+    aggregated the same way, and training gives the same weights. Checkpoints and saved
     models hold the master alone, so files interchange with either mode, MirroredStrategy,
     and no strategy. Any all-reduce whose result goes back to the replicas (including one a
     custom loop calls through `ReplicaContext.all_reduce`) runs among the replica devices;
@@ -78,15 +78,14 @@ class ReplicaStrategy(distribute_lib.Strategy):
         warning) when there is none. A list of ints: those GPU ids. A list of strings: those
         devices, e.g. ["/cpu:0", "/cpu:1"] for logical CPUs.
       parameter_device: where the one copy of each variable lives and updates run.
-      merge_device: where gradients are summed and results gathered; defaults to
-        `parameter_device`.
+      merge_device: where gradients are summed (with `mirror_weights`, among the replicas
+        instead) and results gathered; defaults to `parameter_device`.
       mirror_weights: keep a working copy of each trainable variable on every replica device
-        (see below). False (the default): replicas read the one copy on `parameter_device`.
+        (see above). False (the default): replicas read the one copy on `parameter_device`.
 
     Raises:
       ValueError: when a device argument is empty, has a duplicate, a wrong type, or names a
-        device this process does not have.
-        Also when `mirror_weights` is not a bool.
+        device this process does not have; when `mirror_weights` is not a bool.
     """
 
     def __init__(
