@@ -282,6 +282,8 @@ class NumericsTest(_TestCase):
         reference = _fit(None, _mlp, x, y, batch_size=12)
         model = _fit(_strategy(num_replicas), _mlp, x, y, batch_size=12)
         self.assertWeightsClose(model, reference)
+        # predict reads the working copies, in the replicas.
+        self.assertAllClose(model.predict(x, batch_size=12, verbose=0), reference(x), atol=1e-5)
 
     @parameterized.named_parameters(*_REPLICA_COUNTS)
     def test_custom_loop_matches_one_device(self, num_replicas):
