@@ -59,7 +59,8 @@ class ReplicaStrategy(distribute_lib.Strategy):
 
     Raises:
       ValueError: when a device argument is empty, has a duplicate, a wrong type, or names a
-        device this process does not have.
+        device this process does not have (another job, replica or task included); the error
+        names the argument and repeats it as passed.
     """
 
     def __init__(
