@@ -37,7 +37,7 @@ if not __package__:  # Run as a script: make `benchmarks` and `replica_strategy`
     sys.path.append(str(pathlib.Path(__file__).resolve().parent.parent))
 
 # Importing TensorFlow leaves its devices uninitialized; `main` configures them first thing.
-from benchmarks import contestants, suite, workloads  # noqa: E402
+from benchmarks import contestants, suite, traffic, workloads  # noqa: E402
 
 _QUICK = flags.DEFINE_bool(
     "quick", False, "Smoke run in under 2 minutes: small sizes, few repetitions."
@@ -68,6 +68,9 @@ _MEMORY_PROCESSES = flags.DEFINE_integer(
 _TRAFFIC_REPLICA_COUNTS = flags.DEFINE_list(
     "traffic_replica_counts", ["2", "4"], "Replica counts of the traffic meter; empty: none."
 )
+_TRAFFIC_CONFIGURATIONS = flags.DEFINE_list(
+    "traffic_configurations", list(traffic.CONFIGURATIONS), "What the traffic meter measures."
+)
 _TRAFFIC_WIDTH = flags.DEFINE_integer("traffic_width", 256, "Traffic meter MLP layer width.")
 _HOST_UPDATE_SIZES = flags.DEFINE_list(
     "host_update_sizes",
@@ -92,6 +95,10 @@ QUICK_OVERRIDES = {
     "memory_repetitions": 1,
     "memory_processes": 2,
     "traffic_replica_counts": ["2"],
+    # "no strategy" moves nothing by construction; the full run shows it.
+    "traffic_configurations": [
+        name for name in traffic.CONFIGURATIONS if name != traffic.NO_STRATEGY
+    ],
     "traffic_width": 64,
     "host_update_sizes": [],
 }
@@ -126,6 +133,7 @@ def settings_from_flags():
         memory_repetitions=_MEMORY_REPETITIONS.value,
         memory_processes=_MEMORY_PROCESSES.value,
         traffic_replica_counts=_integers(_TRAFFIC_REPLICA_COUNTS.value, "traffic_replica_counts"),
+        traffic_configurations=tuple(_TRAFFIC_CONFIGURATIONS.value),
         traffic_width=_TRAFFIC_WIDTH.value,
         host_update_sizes=_integers(_HOST_UPDATE_SIZES.value, "host_update_sizes"),
         host_update_repetitions=_HOST_UPDATE_REPETITIONS.value,

@@ -64,10 +64,14 @@ def _ratio_panel(axis, results: dict, modes) -> None:
     counts = [count for count in settings["device_counts"] if count > 1] or settings[
         "device_counts"
     ]
-    rows = report.peer_ratios(results["cells"], modes, settings["models"], counts)
-    for row in rows:
-        if row["peer"] != _PEER:
-            continue
+    rows = [
+        row
+        for row in report.peer_ratios(results["cells"], modes, settings["models"], counts)
+        if row["peer"] == _PEER
+    ]
+    for index, row in enumerate(rows):
+        # Side by side around each device count, so error bars at one count do not hide others.
+        offset = 0.05 * (index - (len(rows) - 1) / 2)
         points = [(count, row["ratios"][count]) for count in counts if row["ratios"][count]]
         if not points:
             continue
@@ -77,7 +81,7 @@ def _ratio_panel(axis, results: dict, modes) -> None:
             [spread.maximum - spread.median for _, spread in points],
         ]
         axis.errorbar(
-            [count for count, _ in points],
+            [count + offset for count, _ in points],
             medians,
             yerr=errors,
             marker=MODE_MARKERS.get(row["mode"], "o"),
@@ -92,6 +96,7 @@ def _ratio_panel(axis, results: dict, modes) -> None:
         fontsize="medium",
     )
     axis.set(xlabel="devices", ylabel="ratio", xticks=counts)
+    axis.set_xlim(min(counts) - 0.5, max(counts) + 0.5)
     axis.set_ylim(bottom=0)
     axis.grid(True, alpha=0.3)
 

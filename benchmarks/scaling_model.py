@@ -138,7 +138,8 @@ class Traffic:
 
 
 # benchmarks/traffic.py (`fit`, Adam, host /cpu:0, replicas /cpu:1 ... /cpu:N; the table in
-# benchmarks/latest/results.md): bytes per step measured from the executed step. MirroredStrategy
+# benchmarks/latest/results.md; mirror_weights at commit 8ca2dac of its branch): bytes per step
+# measured from the executed step. MirroredStrategy
 # and mirror_weights reduce among the replicas with ReductionToOneDevice there: N - 1 gradients
 # to replica 0; MirroredStrategy sends N - 1 sums back, mirror_weights sends N - 1 relayed
 # weights instead (the all-reduce's broadcast half is pruned).

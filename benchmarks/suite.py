@@ -56,6 +56,7 @@ class Settings:
         memory_processes: Memory probes run at the same time (they are not timed).
         traffic_replica_counts: Replica counts of the traffic meter (benchmarks/traffic.py);
             empty skips it.
+        traffic_configurations: From `traffic.CONFIGURATIONS`.
         traffic_width: Units of each hidden Dense layer of the traffic meter's MLP.
         host_update_sizes: Parameter counts of the host Adam micro-benchmark
             (benchmarks/host_update.py); empty skips it.
@@ -78,6 +79,7 @@ class Settings:
     memory_repetitions: int = 2
     memory_processes: int = 1
     traffic_replica_counts: tuple[int, ...] = (2, 4)
+    traffic_configurations: tuple[str, ...] = traffic.CONFIGURATIONS
     traffic_width: int = 256
     host_update_sizes: tuple[int, ...] = (1_000_000, 10_000_000, 50_000_000)
     host_update_repetitions: int = 10
@@ -95,10 +97,12 @@ class Settings:
             )
         unknown = sorted(set(self.models) - set(contestants_lib.MODEL_NAMES))
         unknown += sorted(set(self.modes) - set(workloads.MODES))
+        unknown += sorted(set(self.traffic_configurations) - set(traffic.CONFIGURATIONS))
         if unknown:
             raise ValueError(
-                f"Unknown models or modes {unknown}; expected models from "
-                f"{list(contestants_lib.MODEL_NAMES)} and modes from {list(workloads.MODES)}."
+                f"Unknown models, modes or traffic configurations {unknown}; expected models from "
+                f"{list(contestants_lib.MODEL_NAMES)}, modes from {list(workloads.MODES)} and "
+                f"configurations from {list(traffic.CONFIGURATIONS)}."
             )
         contestants_lib.contestants(self.device_counts, self.contestant_names)
 
@@ -210,7 +214,7 @@ def measure_memory(settings: Settings) -> list[dict]:
 
 def measure_traffic(settings: Settings) -> list[dict]:
     """benchmarks/traffic.py's configurations; mirror_weights only where it exists."""
-    configurations = traffic.CONFIGURATIONS
+    configurations = settings.traffic_configurations
     missing = []
     if not contestants_lib.HAS_MIRROR_WEIGHTS:
         configurations = tuple(name for name in configurations if name != traffic.MIRROR_WEIGHTS)
@@ -268,11 +272,18 @@ def cpu_model() -> str:
 
 
 def run(settings: Settings) -> dict:
-    """Measures throughput, then memory, and returns everything `write_outputs` needs.
+    """Measures throughput; then memory and traffic at once (child processes, not timed); then
+    the host update alone (timed). Returns everything `write_outputs` needs.
 
     Needs `settings.max_device_count` logical CPUs (`contestants.configure_logical_cpus`).
     """
     settings.validate()
+    cells = measure_throughput(settings)
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        memory = pool.submit(measure_memory, settings) if settings.memory_device_counts else None
+        moved = pool.submit(measure_traffic, settings) if settings.traffic_replica_counts else None
+        memory = memory.result() if memory else []
+        moved = moved.result() if moved else []
     return {
         "date": datetime.datetime.now().strftime("%Y-%m-%d %H:%M"),
         "machine": {
@@ -283,9 +294,9 @@ def run(settings: Settings) -> dict:
             "replica_strategy": str(pathlib.Path(contestants_lib.replica_strategy.__file__).parent),
         },
         "settings": dataclasses.asdict(settings),
-        "cells": measure_throughput(settings),
-        "memory": measure_memory(settings) if settings.memory_device_counts else [],
-        "traffic": measure_traffic(settings) if settings.traffic_replica_counts else [],
+        "cells": cells,
+        "memory": memory,
+        "traffic": moved,
         "host_update": measure_host_update(settings) if settings.host_update_sizes else {},
     }
 

@@ -15,15 +15,47 @@ from absl import logging
 DeviceSpec = int | str
 
 _FALLBACK_DEVICE = "/device:CPU:0"
+# (job, replica, task) of this process's devices, as written in full or left out.
+_LOCAL_PROCESS = {
+    (job, replica, task)
+    for job in (None, "localhost")
+    for replica in (None, 0)
+    for task in (None, 0)
+}
 
 
-def canonical_name(device: str) -> str:
-    """Returns the canonical form of a local device name, e.g. "/cpu:1" -> "/device:CPU:1"."""
-    spec = tf.DeviceSpec.from_string(device)
+def canonical_name(device: str, argument: str = "device", received: object = None) -> str:
+    """The canonical name of a device of this process, e.g. "/cpu:1" -> "/device:CPU:1".
+
+    Args:
+      device: a device name.
+      argument: the caller's argument that held it, named in errors.
+      received: that argument's value as passed (default: `device`), echoed in errors.
+
+    Raises:
+      ValueError: for a name TensorFlow cannot parse, one without a device type, or one on
+        another job, replica or task: this strategy runs on one machine.
+    """
+    received = device if received is None else received
+    try:
+        spec = tf.DeviceSpec.from_string(device)
+    except ValueError as error:
+        raise ValueError(
+            f"`{argument}` holds {device!r}, which is not a device name ({error}). Name "
+            f"devices such as '/gpu:0' or '/cpu:1'. Received: {argument}={received!r}"
+        ) from error
     if spec.device_type is None:
         raise ValueError(
-            f"A device name must name a device type and index, e.g. '/gpu:0' or '/cpu:1'. "
-            f"Received: {device!r}"
+            f"`{argument}` holds {device!r}, which names no device type and index. Name "
+            f"devices such as '/gpu:0' or '/cpu:1'. Received: {argument}={received!r}"
+        )
+    if (spec.job, spec.replica, spec.task) not in _LOCAL_PROCESS:
+        raise ValueError(
+            f"`{argument}` holds {device!r}, a device of another process (job {spec.job!r}, "
+            f"replica {spec.replica}, task {spec.task}); ReplicaStrategy runs on this machine "
+            "only. Name its devices without a job, e.g. '/gpu:0', or as "
+            "'/job:localhost/replica:0/task:0/gpu:0'; to train on several machines, use "
+            f"tf.distribute.MultiWorkerMirroredStrategy. Received: {argument}={received!r}"
         )
     index = 0 if spec.device_index is None else spec.device_index
     return f"/device:{spec.device_type.upper()}:{index}"
@@ -73,8 +105,8 @@ def resolve_devices(devices: Sequence[DeviceSpec] | None) -> tuple[str, ...]:
             f"Received: devices={devices!r}. Available devices: {available_devices()}"
         )
     names = tuple(device_name(device, "devices", devices) for device in devices)
-    _check_no_duplicates(names, devices)
-    _check_available(names, devices)
+    check_no_duplicates(names, "devices", devices)
+    _check_available(names, devices, "devices")
     return names
 
 
@@ -85,7 +117,7 @@ def resolve_device(device: str, argument: str) -> str:
             f"`{argument}` must be a device name such as '/cpu:0' or '/gpu:0'. "
             f"Received: {argument}={device!r}"
         )
-    name = canonical_name(device)
+    name = canonical_name(device, argument)
     _check_available((name,), device, argument)
     return name
 
@@ -101,27 +133,29 @@ def device_name(device: DeviceSpec, argument: str, received: Sequence[DeviceSpec
     # bool is an int subclass; `True` as a GPU id is always a mistake.
     if isinstance(device, int) and not isinstance(device, bool):
         if device < 0:
-            raise ValueError(f"GPU ids must be >= 0. Received: {argument}={list(received)!r}")
+            raise ValueError(f"GPU ids must be >= 0. Received: {argument}={received!r}")
         return f"/device:GPU:{device}"
     if isinstance(device, str):
-        return canonical_name(device)
+        return canonical_name(device, argument, received)
     raise ValueError(
         f"Each entry of `{argument}` must be a GPU id (int) or a device name (str). "
-        f"Received: {device!r} of type {type(device).__name__} in {argument}={list(received)!r}. "
+        f"Received: {device!r} of type {type(device).__name__} in {argument}={received!r}. "
         f"Available devices: {available_devices()}"
     )
 
 
-def _check_no_duplicates(names: Sequence[str], devices: object) -> None:
+def check_no_duplicates(names: Sequence[str], argument: str, received: object) -> None:
+    """Raises when two entries of a device list (`names`, canonical) name the same device."""
     duplicates = sorted({name for name in names if names.count(name) > 1})
     if duplicates:
         raise ValueError(
-            f"Each device may hold only one replica; {duplicates} appear more than once. "
-            f"Received: devices={devices!r}. Available devices: {available_devices()}"
+            f"Each device may hold only one replica; {duplicates} appear more than once in "
+            f"`{argument}`. Received: {argument}={received!r}. "
+            f"Available devices: {available_devices()}"
         )
 
 
-def _check_available(names: Sequence[str], devices: object, argument: str = "devices") -> None:
+def _check_available(names: Sequence[str], devices: object, argument: str) -> None:
     available = available_devices()
     missing = [name for name in names if name not in available]
     if missing:

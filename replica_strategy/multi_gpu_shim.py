@@ -76,8 +76,8 @@ def multi_gpu_model(
       its `distribute_strategy` is the `ReplicaStrategy`.
 
     Raises:
-      ValueError: for fewer than 2 devices, a missing device, a model with a stateful RNN or an
-        output without a batch axis, or an unbuilt model.
+      ValueError: for fewer than 2 devices, a duplicate, missing or other machine's device, a
+        model with a stateful RNN or an output without a batch axis, or an unbuilt model.
     """
     devices = resolve_gpus(gpus)
     keras_module = _keras_module_of(model)
@@ -112,7 +112,8 @@ def resolve_gpus(gpus: int | Sequence[int | str] | None) -> list[str]:
       The canonical device names, one replica each, in the order given.
 
     Raises:
-      ValueError: with the legacy wording, for fewer than 2 devices or missing devices.
+      ValueError: with the legacy wording, for fewer than 2 devices or missing devices; for a
+        duplicate or a name that is not a device of this process, naming `gpus`.
     """
     # The two legacy messages below keep the wording of Keras' multi_gpu_model (TensorFlow's
     # copy, Apache-2.0): attributed in NOTICE.
@@ -138,6 +139,7 @@ def resolve_gpus(gpus: int | Sequence[int | str] | None) -> list[str]:
             "For multi-gpu usage to be effective, call `multi_gpu_model` with `gpus >= 2` "
             f"(or `len(gpus) >= 2`). Received: gpus={gpus!r}.{hint}"
         )
+    devices_lib.check_no_duplicates(requested, "gpus", gpus)
     available = devices_lib.available_devices()
     if any(device not in available for device in requested):
         raise ValueError(

@@ -85,7 +85,8 @@ class ReplicaStrategy(distribute_lib.Strategy):
 
     Raises:
       ValueError: when a device argument is empty, has a duplicate, a wrong type, or names a
-        device this process does not have; when `mirror_weights` is not a bool.
+        device this process does not have (another job, replica or task included); the error
+        names the argument and repeats it as passed. Also when `mirror_weights` is not a bool.
     """
 
     def __init__(

@@ -25,8 +25,21 @@ logical CPUs; the set-up no longer resets TensorFlow's context to make two CPUs 
 has four, tests/virtual_devices.py); formatting follows this project (ruff). Assertions about
 MirroredStrategy's internals (its variables are `MirroredVariable`s with one copy per replica)
 are out of scope for a strategy that keeps one copy: those tests are skipped, saying so, or
-the one assertion is replaced by its one-copy counterpart. The inventory of upstream tests
-(run, adapted, out of scope) is in docs/development.md.
+the one assertion is replaced by its one-copy counterpart.
+
+Inventory:
+- Run as upstream wrote them, passing: distribute_test's test_epoch_iterator,
+  test_variable_aggregation, test_variable_synchronization; every test of
+  optimizer_distribute_test (test_ema and test_weight_decay failed before: "A
+  non-DistributedValues value ... cannot be reduced"; test_variable_synchronization read AUTO);
+  swap_ema_weights_test's test_swap_ema_weights_with_tf_distribute.
+- Adapted, passing: test_strategy_run (asserts the kernel is one ParameterVariable, not a
+  DistributedValues), test_seed_generator and test_correctness_with_fit_and_regularizer (read
+  the one copy through experimental_local_results instead of a MirroredVariable's `.values`).
+- Out of scope, skipped: test_variable_creation (asserts MirroredVariable).
+- Not vendored: swap_ema_weights_test's other tests (no strategy);
+  integration_tests/tf_distribute_training_test.py (runs fit, asserts nothing; keras_test.py
+  covers fit with BatchNormalization and mixed precision under ReplicaStrategy).
 """
 
 import os
