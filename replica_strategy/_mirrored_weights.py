@@ -19,7 +19,12 @@ from tensorflow.python.distribute import device_util, distribute_lib, values, va
 from tensorflow.python.eager import context
 from tensorflow.python.framework import ops, tensor_util
 from tensorflow.python.framework import tensor as tensor_lib
-from tensorflow.python.ops import array_ops, control_flow_ops, variable_scope
+from tensorflow.python.ops import (
+    array_ops,
+    control_flow_ops,
+    resource_variable_ops,
+    variable_scope,
+)
 from tensorflow.python.trackable import base as trackable
 from tensorflow.python.util import nest
 
@@ -118,19 +123,21 @@ class MirroredWeight(values.MirroredVariable):
     def refresh_copies(self):
         """Copies the master to every working copy: host -> first copy, then copy -> copy.
 
-        Returns the assign ops (empty when every copy is the master).
+        Each read waits for the write before it (explicitly: TF1 graphs order nothing on their
+        own). Returns the assign ops (empty when every copy is the master).
         """
-        source = self._master
+        source, source_written = self._master, []
         updates = []
         for copy in self._values:
             if copy is self._master:
                 continue
-            with ops.device(source.device):
+            with ops.device(source.device), ops.control_dependencies(source_written):
                 value = source.read_value()
             with ops.device(copy.device):
                 updates.append(copy.assign(value, read_value=False))
             if source is self._master:
-                source = copy  # The relay: the host sends the new value once.
+                # The relay: the host sends the new value once.
+                source, source_written = copy, ops_of(updates[-1])
         return updates
 
     # -- saving: one plain value, the master -------------------------------------------------
@@ -184,12 +191,18 @@ def _initial_value_of(master):
 
 
 def ops_of(result):
-    """The ops and tensors in an update's result (eager updates return none)."""
-    return [
-        item
-        for item in nest.flatten(result)
-        if isinstance(item, (ops.Operation, tensor_lib.Tensor))
-    ]
+    """The ops and tensors in an update's result, to order what follows after it.
+
+    Eager updates return none (and `tf.function` orders the writes of one variable itself); in
+    a TF1 graph an assign returns the variable it wrote, whose `op` is the write.
+    """
+    found = []
+    for item in nest.flatten(result):
+        if isinstance(item, (ops.Operation, tensor_lib.Tensor)):
+            found.append(item)
+        elif _in_tf1_graph() and resource_variable_ops.is_resource_variable(item):
+            found.append(item.op)
+    return found
 
 
 def after(refreshed, result, variable):
@@ -208,9 +221,17 @@ def after(refreshed, result, variable):
                 return array_ops.identity(item)
         if refreshed and isinstance(item, ops.Operation):
             return control_flow_ops.group(item, *refreshed)
+        if refreshed and _in_tf1_graph() and resource_variable_ops.is_resource_variable(item):
+            # A TF1 session runs only what is fetched: as MirroredStrategy does for a written
+            # variable, return an op that also waits for the copies.
+            return control_flow_ops.group(item.op, *refreshed)
         return item
 
     return nest.map_structure(after_one, result)
+
+
+def _in_tf1_graph():
+    return not context.executing_eagerly() and not ops.inside_function()
 
 
 def _same_device(device, other):

@@ -17,6 +17,7 @@ import tf_keras
 from absl import logging
 from absl.testing import parameterized
 from tensorflow.python.distribute import cross_device_ops as cross_device_ops_lib
+from tensorflow.python.distribute import strategy_test_lib
 from tensorflow.python.distribute import values as values_lib
 
 from replica_strategy import ReplicaStrategy, exact_uneven_batches
@@ -219,6 +220,34 @@ class PlacementTest(_TestCase):
         graph = step.get_concrete_function(tf.constant(x), tf.constant(y)).graph
         self.assertEqual(_devices_running(graph, "AddN"), {summed_on})
         self.assertEqual(_devices_running(graph, "Sqrt"), {"CPU:0"})  # Adam's update, on the host.
+
+
+class ConformanceTest(strategy_test_lib.DistributionTestBase, parameterized.TestCase):
+    """TF's own strategy checks (`DistributionTestBase`), with mirror_weights, host apart."""
+
+    def cached_session(self, graph=None, config=None, use_gpu=True, force_gpu=False):
+        # TF1 sessions built from an explicit ConfigProto need the logical CPUs (see
+        # conformance_test.py).
+        if config is not None:
+            config.device_count["CPU"] = len(tf.config.list_logical_devices("CPU"))
+        return super().cached_session(graph, config, use_gpu, force_gpu)
+
+    @parameterized.named_parameters(*_REPLICA_COUNTS)
+    def test_minimize_loss_eager(self, num_replicas):
+        self._test_minimize_loss_eager(_strategy(num_replicas))
+
+    @parameterized.named_parameters(*_REPLICA_COUNTS)
+    def test_minimize_loss_graph(self, num_replicas):
+        # TF1 graph mode: a session runs what the update returns, copies' refresh included.
+        self._test_minimize_loss_graph(_strategy(num_replicas))
+
+    @parameterized.named_parameters(*_REPLICA_COUNTS)
+    def test_global_step_update(self, num_replicas):
+        self._test_global_step_update(_strategy(num_replicas))
+
+    @parameterized.named_parameters(*_REPLICA_COUNTS)
+    def test_trainable_variable(self, num_replicas):
+        self._test_trainable_variable(_strategy(num_replicas))
 
 
 class ReplicaWritesTest(_TestCase):
