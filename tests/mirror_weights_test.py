@@ -176,6 +176,8 @@ class PlacementTest(_TestCase):
                 [tf.DeviceSpec.from_string(copy.device).device_index for copy in weight.values],
                 [1, 2, 3],
             )
+            # Per-replica values, as for MirroredStrategy's variables: the working copies.
+            self.assertEqual(strategy.experimental_local_results(weight), weight.values)
         # Adam's moments and counters: one plain copy each, on the host, none on a replica.
         for variable in model.optimizer.variables:
             self.assertNotIsInstance(variable.value, values_lib.DistributedVariable)
