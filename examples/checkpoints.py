@@ -122,7 +122,7 @@ class EpochCheckpoints:
             except (ValueError, AssertionError) as error:
                 raise ModelMismatchError(
                     f"The model does not match the checkpoints in {self.directory}: {error} "
-                    f"Their files are intact (they match their manifests): they were written by "
+                    "Their files are intact (they match their manifests): they were written by "
                     "a run with another model (other --hidden_units, --dataset or "
                     "--image_size, or other code). Use a new --model_dir for this model, or "
                     "the flags of that run to resume it."

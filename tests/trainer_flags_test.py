@@ -53,14 +53,16 @@ class TrainerProgramTest(tf.test.TestCase, parameterized.TestCase):
         ("other_job", "/job:foo/cpu:0"),
     )
     def test_bad_devices_is_a_usage_error(self, value):
-        run = _run("train_keras", f"--devices={value}", f"--model_dir={self.create_tempdir()}")
+        run = _run(
+            "train_keras", f"--devices={value}", f"--model_dir={self.create_tempdir().full_path}"
+        )
         self.assertEqual(run.returncode, 1, run.stderr[-3000:])
         self.assertIn("--devices", run.stderr)
         self.assertIn(value, run.stderr)
         self.assertNotIn("Traceback", run.stderr)
 
     def test_logs_warnings_only_by_default(self):
-        run = _run("train_keras", *_TINY, f"--model_dir={self.create_tempdir()}")
+        run = _run("train_keras", *_TINY, f"--model_dir={self.create_tempdir().full_path}")
         self.assertEqual(run.returncode, 0, run.stderr[-3000:])
         # Python logging's INFO lines, in absl's format ("I1126 14:02:23.882671 ...") or in
         # TensorFlow's own ("INFO:tensorflow:..."); the C++ runtime's start with "I0000".
@@ -76,7 +78,7 @@ class TrainerProgramTest(tf.test.TestCase, parameterized.TestCase):
             *_TINY,
             "--strategy=mirrored",
             "--verbosity=0",
-            f"--model_dir={self.create_tempdir()}",
+            f"--model_dir={self.create_tempdir().full_path}",
         )
         self.assertEqual(run.returncode, 0, run.stderr[-3000:])
         # MirroredStrategy logs this once, at INFO; TensorFlow's handler and absl's both printed it.
