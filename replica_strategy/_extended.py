@@ -12,6 +12,11 @@ fixed here:
   error saying how to reduce them (`ReplicaStrategy.reduce` lets Keras build on any first batch);
 - the last partial batch of a dataset is kept (`get_next_as_optional`), and `InputOptions`,
   including `PER_REPLICA` replication, are honoured.
+
+With `mirror_weights`, trainable variables are `_mirrored_weights.MirroredWeight`s (master on
+the parameter device, working copies on the replicas): `_create_variable` makes them, `_update`
+writes the master and refreshes the copies, `_cross_device_ops_to` keeps all-reduces among the
+replica devices.
 """
 
 from __future__ import annotations
