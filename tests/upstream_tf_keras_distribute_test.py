@@ -20,6 +20,7 @@ Vendored from keras-team/tf-keras at commit dd0a7237b9b24132dba3f491f3c84b0094ab
 - tf_keras/distribute/keras_optimizer_v2_test.py
 - tf_keras/distribute/custom_training_loop_metrics_test.py
 - tf_keras/distribute/checkpointing_test.py
+- tf_keras/distribute/keras_metrics_test.py
 
 Changes from upstream, each marked "ReplicaStrategy:" where it is made: the strategy
 combinations name ReplicaStrategy on two logical CPUs (tests/virtual_devices.py) instead of
@@ -32,6 +33,9 @@ the comment says why.
 Inventory (upstream files of tf_keras/distribute/ that test strategy behaviour):
 - Run as upstream wrote them, passing: keras_optimizer_v2_test (both tests, graph and eager),
   custom_training_loop_metrics_test (4 tests), checkpointing_test (2 tests),
+  keras_metrics_test (all 9 tests but the jit_compile=True case of testAddMetric, which
+  upstream runs on two GPUs only: on CPUs its compiled function reaches variables on another
+  device, under MirroredStrategy too),
   custom_training_loop_optimizer_test's test_custom_aggregation (aggregated case),
   test_custom_aggregation_one_device and test_custom_aggregation_central_storage (which
   expects NotImplementedError, raised from `run` rather than inside the step).
@@ -45,7 +49,7 @@ Inventory (upstream files of tf_keras/distribute/ that test strategy behaviour):
   combinations over every strategy: too slow for this suite's budget on two CPU cores; the
   same behaviours are tested in tf_keras_test.py); multi_worker_*, parameter_server_*,
   collective_all_reduce_strategy_test, dataset_creator_* and worker_training_state_test
-  (several workers or a parameter-server cluster); keras_metrics_test, keras_models_test,
+  (several workers or a parameter-server cluster); keras_models_test,
   keras_premade_models_test, keras_save_load_test, keras_utils_test, model_checkpoint_test,
   custom_training_loop_models_test (not tried against ReplicaStrategy yet).
 """
@@ -55,10 +59,11 @@ import os
 import numpy as np
 import tensorflow as tf
 from absl.testing import parameterized
-from tensorflow.python.distribute import combinations, values
+from tensorflow.python.distribute import combinations as tf_combinations
+from tensorflow.python.distribute import values
 from tensorflow.python.framework import test_util as tf_test_utils
 from tf_keras.src import metrics
-from tf_keras.src.engine import input_layer, training
+from tf_keras.src.engine import base_layer, input_layer, training
 from tf_keras.src.layers import core
 from tf_keras.src.optimizers.legacy import adam, gradient_descent
 
@@ -67,10 +72,10 @@ import replica_strategy
 import virtual_devices
 
 # ReplicaStrategy: the strategies under test.
-_two_replicas = combinations.NamedDistribution(
+_two_replicas = tf_combinations.NamedDistribution(
     "ReplicaStrategy2CPUs", lambda: replica_strategy.ReplicaStrategy(virtual_devices.cpus(2))
 )
-_one_replica = combinations.NamedDistribution(
+_one_replica = tf_combinations.NamedDistribution(
     "ReplicaStrategy1CPU", lambda: replica_strategy.ReplicaStrategy(virtual_devices.cpus(1))
 )
 
@@ -324,7 +329,8 @@ def _replica_id():
 _all_strategies = [_one_replica, _two_replicas]
 
 
-class KerasMetricsTest(tf.test.TestCase, parameterized.TestCase):
+# ReplicaStrategy: upstream's KerasMetricsTest, renamed: keras_metrics_test.py has one too.
+class CustomTrainingLoopMetricsTest(tf.test.TestCase, parameterized.TestCase):
     @tf.__internal__.distribute.combinations.generate(
         tf.__internal__.test.combinations.combine(distribution=_all_strategies, mode=["eager"])
     )
@@ -501,6 +507,259 @@ class TrainingCheckpointTests(tf.test.TestCase, parameterized.TestCase):
         with self.test_session():
             with distribution.scope():
                 checkpoint.restore(save_path, options=ckpt_options)
+
+
+# -- tf_keras/distribute/keras_metrics_test.py -------------------------------------------------
+
+combinations = tf.__internal__.distribute.combinations
+
+
+def _labeled_dataset_fn():
+    # First four batches of x: labels, predictions -> (labels == predictions)
+    #  0: 0, 0 -> True;   1: 1, 1 -> True;   2: 2, 2 -> True;   3: 3, 0 -> False
+    #  4: 4, 1 -> False;  5: 0, 2 -> False;  6: 1, 0 -> False;  7: 2, 1 -> False
+    #  8: 3, 2 -> False;  9: 4, 0 -> False; 10: 0, 1 -> False; 11: 1, 2 -> False
+    # 12: 2, 0 -> False; 13: 3, 1 -> False; 14: 4, 2 -> False; 15: 0, 0 -> True
+    return (
+        tf.data.Dataset.range(1000)
+        .map(lambda x: {"labels": x % 5, "predictions": x % 3})
+        .batch(4, drop_remainder=True)
+    )
+
+
+def _boolean_dataset_fn():
+    # First four batches of labels, predictions: {TP, FP, TN, FN}
+    # with a threshold of 0.5:
+    #   T, T -> TP;  F, T -> FP;   T, F -> FN
+    #   F, F -> TN;  T, T -> TP;   F, T -> FP
+    #   T, F -> FN;  F, F -> TN;   T, T -> TP
+    #   F, T -> FP;  T, F -> FN;   F, F -> TN
+    return (
+        tf.data.Dataset.from_tensor_slices(
+            {
+                "labels": [True, False, True, False],
+                "predictions": [True, True, False, False],
+            }
+        )
+        .repeat()
+        .batch(3, drop_remainder=True)
+    )
+
+
+def _threshold_dataset_fn():
+    # First four batches of labels, predictions: {TP, FP, TN, FN}
+    # with a threshold of 0.5:
+    #   True, 1.0 -> TP;  False, .75 -> FP;   True, .25 -> FN
+    #  False, 0.0 -> TN;   True, 1.0 -> TP;  False, .75 -> FP
+    #   True, .25 -> FN;  False, 0.0 -> TN;   True, 1.0 -> TP
+    #  False, .75 -> FP;   True, .25 -> FN;  False, 0.0 -> TN
+    return (
+        tf.data.Dataset.from_tensor_slices(
+            {
+                "labels": [True, False, True, False],
+                "predictions": [1.0, 0.75, 0.25, 0.0],
+            }
+        )
+        .repeat()
+        .batch(3, drop_remainder=True)
+    )
+
+
+def _regression_dataset_fn():
+    return tf.data.Dataset.from_tensor_slices(
+        {"labels": [1.0, 0.5, 1.0, 0.0], "predictions": [1.0, 0.75, 0.25, 0.0]}
+    ).repeat()
+
+
+def all_combinations():
+    return tf.__internal__.test.combinations.combine(
+        # ReplicaStrategy: was the default strategy, OneDeviceStrategy and MirroredStrategy.
+        distribution=_all_strategies,
+        mode=["graph", "eager"],
+    )
+
+
+class KerasMetricsTest(tf.test.TestCase, parameterized.TestCase):
+    def _test_metric(self, distribution, dataset_fn, metric_init_fn, expected_fn):
+        with tf.Graph().as_default(), distribution.scope():
+            metric = metric_init_fn()
+
+            iterator = distribution.make_input_fn_iterator(lambda _: dataset_fn())
+            updates = distribution.experimental_local_results(
+                distribution.run(metric, args=(iterator.get_next(),))
+            )
+            batches_per_update = distribution.num_replicas_in_sync
+
+            self.evaluate(iterator.initializer)
+            self.evaluate([v.initializer for v in metric.variables])
+
+            batches_consumed = 0
+            for i in range(4):
+                batches_consumed += batches_per_update
+                self.evaluate(updates)
+                self.assertAllClose(
+                    expected_fn(batches_consumed),
+                    self.evaluate(metric.result()),
+                    0.001,
+                    msg="After update #" + str(i + 1),
+                )
+                if batches_consumed >= 4:  # Consume 4 input batches in total.
+                    break
+
+    @combinations.generate(all_combinations())  # ReplicaStrategy: + tpu_combinations().
+    def testMean(self, distribution):
+        def _dataset_fn():
+            return (
+                tf.data.Dataset.range(1000).map(tf.compat.v1.to_float).batch(4, drop_remainder=True)
+            )
+
+        def _expected_fn(num_batches):
+            # Mean(0..3) = 1.5, Mean(0..7) = 3.5, Mean(0..11) = 5.5, etc.
+            return num_batches * 2 - 0.5
+
+        self._test_metric(distribution, _dataset_fn, metrics.Mean, _expected_fn)
+
+    @combinations.generate(
+        tf.__internal__.test.combinations.combine(
+            # ReplicaStrategy: was MirroredStrategy, TPUStrategy and ParameterServerStrategy.
+            distribution=_all_strategies,
+            mode=["eager"],
+            jit_compile=[False],
+        )
+        # ReplicaStrategy: upstream runs jit_compile=True on two GPUs only; on CPUs the compiled
+        # function reaches variables of another device, under MirroredStrategy too.
+    )
+    def testAddMetric(self, distribution, jit_compile):
+        if not tf.__internal__.tf2.enabled():
+            self.skipTest(
+                "Skip test since tf2 is not enabled. Pass "
+                " --test_env=TF2_BEHAVIOR=1 to enable tf2 behavior."
+            )
+
+        class MetricLayer(base_layer.Layer):
+            def __init__(self):
+                super().__init__(name="metric_layer")
+                self.sum = metrics.Sum(name="sum")
+                # Using aggregation for jit_compile results in failure. Thus
+                # only set aggregation for PS Strategy for multi-gpu tests.
+                if isinstance(
+                    distribution,
+                    tf.distribute.experimental.ParameterServerStrategy,
+                ):
+                    self.sum_var = tf.Variable(
+                        1.0,
+                        aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA,
+                    )
+                else:
+                    self.sum_var = tf.Variable(1.0)
+
+            def call(self, inputs):
+                self.add_metric(self.sum(inputs))
+                self.add_metric(tf.reduce_mean(inputs), name="mean", aggregation="mean")
+                self.sum_var.assign(self.sum.result())
+                return inputs
+
+        with distribution.scope():
+            layer = MetricLayer()
+
+        def func():
+            return layer(tf.ones(()))
+
+        if jit_compile:
+            func = tf.function(jit_compile=True)(func)
+
+        @tf.function
+        def run():
+            return distribution.run(func)
+
+        if distribution._should_use_with_coordinator:
+            coord = tf.distribute.experimental.coordinator.ClusterCoordinator(distribution)
+            coord.schedule(run)
+            coord.join()
+        else:
+            run()
+
+        self.assertEqual(
+            layer.metrics[0].result().numpy(),
+            1.0 * distribution.num_replicas_in_sync,
+        )
+        self.assertEqual(layer.metrics[1].result().numpy(), 1.0)
+        self.assertEqual(
+            layer.sum_var.read_value().numpy(),
+            1.0 * distribution.num_replicas_in_sync,
+        )
+
+    @combinations.generate(all_combinations())
+    def test_precision(self, distribution):
+        # True positive is 2, false positive 1, precision is 2/3 = 0.6666667
+        label_prediction = ([0, 1, 1, 1], [1, 0, 1, 1])
+        with distribution.scope():
+            precision = metrics.Precision()
+            self.evaluate([v.initializer for v in precision.variables])
+            updates = distribution.run(precision, args=label_prediction)
+            self.evaluate(updates)
+        self.assertAllClose(precision.result(), 0.6666667)
+
+    @combinations.generate(all_combinations())
+    def test_recall(self, distribution):
+        # True positive is 2, false negative 1, precision is 2/3 = 0.6666667
+        label_prediction = ([0, 1, 1, 1], [1, 0, 1, 1])
+        with distribution.scope():
+            recall = metrics.Recall()
+            self.evaluate([v.initializer for v in recall.variables])
+            updates = distribution.run(recall, args=label_prediction)
+            self.evaluate(updates)
+        self.assertAllClose(recall.result(), 0.6666667)
+
+    @combinations.generate(all_combinations())
+    def test_SensitivityAtSpecificity(self, distribution):
+        label_prediction = ([0, 0, 0, 1, 1], [0, 0.3, 0.8, 0.3, 0.8])
+        with distribution.scope():
+            metric = metrics.SensitivityAtSpecificity(0.5)
+            self.evaluate([v.initializer for v in metric.variables])
+            updates = distribution.run(metric, args=label_prediction)
+            self.evaluate(updates)
+        self.assertAllClose(metric.result(), 0.5)
+
+    @combinations.generate(all_combinations())
+    def test_SpecificityAtSensitivity(self, distribution):
+        label_prediction = ([0, 0, 0, 1, 1], [0, 0.3, 0.8, 0.3, 0.8])
+        with distribution.scope():
+            metric = metrics.SpecificityAtSensitivity(0.5)
+            self.evaluate([v.initializer for v in metric.variables])
+            updates = distribution.run(metric, args=label_prediction)
+            self.evaluate(updates)
+        self.assertAllClose(metric.result(), 0.66666667)
+
+    @combinations.generate(all_combinations())
+    def test_PrecisionAtRecall(self, distribution):
+        label_prediction = ([0, 0, 0, 1, 1], [0, 0.3, 0.8, 0.3, 0.8])
+        with distribution.scope():
+            metric = metrics.PrecisionAtRecall(0.5)
+            self.evaluate([v.initializer for v in metric.variables])
+            updates = distribution.run(metric, args=label_prediction)
+            self.evaluate(updates)
+        self.assertAllClose(metric.result(), 0.5)
+
+    @combinations.generate(all_combinations())
+    def test_RecallAtPrecision(self, distribution):
+        label_prediction = ([0, 0, 1, 1], [0, 0.5, 0.3, 0.9])
+        with distribution.scope():
+            metric = metrics.RecallAtPrecision(0.8)
+            self.evaluate([v.initializer for v in metric.variables])
+            updates = distribution.run(metric, args=label_prediction)
+            self.evaluate(updates)
+        self.assertAllClose(metric.result(), 0.5)
+
+    @combinations.generate(all_combinations())
+    def test_auc(self, distribution):
+        label_prediction = ([0, 0, 1, 1], [0, 0.5, 0.3, 0.9])
+        with distribution.scope():
+            metric = metrics.AUC(num_thresholds=3)
+            self.evaluate([v.initializer for v in metric.variables])
+            updates = distribution.run(metric, args=label_prediction)
+            self.evaluate(updates)
+        self.assertAllClose(metric.result(), 0.75)
 
 
 if __name__ == "__main__":
