@@ -17,6 +17,7 @@ fixed here:
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 import weakref
 
@@ -40,6 +41,7 @@ from tensorflow.python.eager import context, def_function
 from tensorflow.python.framework import indexed_slices, ops, tensor_shape, tensor_util
 from tensorflow.python.framework import tensor as tensor_lib
 from tensorflow.python.ops import array_ops, cond, math_ops, variable_scope
+from tensorflow.python.platform import tf_logging
 from tensorflow.python.util import nest
 
 from replica_strategy import _variables, batching
@@ -61,10 +63,19 @@ class ReplicaExtended(parameter_server_strategy.ParameterServerStrategyExtended)
     """Variables once on the parameter device, one replica per device, merges on one device."""
 
     def __init__(self, container_strategy, devices, parameter_device, merge_device):
-        super().__init__(
-            container_strategy,
-            compute_devices=list(devices),
-            parameter_device=parameter_device,
+        # TF's parent logs "ParameterServerStrategy (CentralStorageStrategy if you are using a
+        # single machine)" here; a user who asked for ReplicaStrategy reads our line instead.
+        with _without_log_records_containing("CentralStorageStrategy"):
+            super().__init__(
+                container_strategy,
+                compute_devices=list(devices),
+                parameter_device=parameter_device,
+            )
+        tf_logging.info(
+            "ReplicaStrategy with replicas on %s, variables on %s, merges on %s",
+            list(devices),
+            parameter_device,
+            merge_device,
         )
         self._merge_device = merge_device
         self._cross_device_ops = cross_device_ops_lib.ReductionToOneDevice(
@@ -511,3 +522,20 @@ def _require_equal_shapes(per_replica, reduce_op):
         f"every row, use strategy.reduce('{op}', value, axis=0); to keep the rows, "
         "strategy.gather(value, axis=0) (in replica context: all_gather)."
     )
+
+
+@contextlib.contextmanager
+def _without_log_records_containing(text):
+    """Drops TensorFlow log records whose message contains `text`, for the `with` body only."""
+
+    class _Drop(logging.Filter):
+        def filter(self, record):
+            return text not in record.getMessage()
+
+    drop = _Drop()
+    logger = tf_logging.get_logger()
+    logger.addFilter(drop)
+    try:
+        yield
+    finally:
+        logger.removeFilter(drop)
