@@ -22,6 +22,7 @@ replica devices.
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 import weakref
 
@@ -46,6 +47,7 @@ from tensorflow.python.eager import context, def_function
 from tensorflow.python.framework import indexed_slices, ops, tensor_shape, tensor_util
 from tensorflow.python.framework import tensor as tensor_lib
 from tensorflow.python.ops import array_ops, cond, math_ops, variable_scope
+from tensorflow.python.platform import tf_logging
 from tensorflow.python.util import nest
 
 from replica_strategy import _device_all_reduce, _mirrored_weights, _variables, batching
@@ -69,10 +71,20 @@ class ReplicaExtended(parameter_server_strategy.ParameterServerStrategyExtended)
     def __init__(
         self, container_strategy, devices, parameter_device, merge_device, mirror_weights=False
     ):
-        super().__init__(
-            container_strategy,
-            compute_devices=list(devices),
-            parameter_device=parameter_device,
+        # TF's parent logs "ParameterServerStrategy (CentralStorageStrategy if you are using a
+        # single machine)" here; a user who asked for ReplicaStrategy reads our line instead.
+        with _without_log_records_containing("CentralStorageStrategy"):
+            super().__init__(
+                container_strategy,
+                compute_devices=list(devices),
+                parameter_device=parameter_device,
+            )
+        tf_logging.info(
+            "ReplicaStrategy with replicas on %s, variables on %s, merges on %s%s",
+            list(devices),
+            parameter_device,
+            merge_device,
+            ", working copies of the weights on the replicas" if mirror_weights else "",
         )
         self._merge_device = merge_device
         self._cross_device_ops = cross_device_ops_lib.ReductionToOneDevice(
@@ -586,3 +598,20 @@ def _require_equal_shapes(per_replica, reduce_op):
         f"every row, use strategy.reduce('{op}', value, axis=0); to keep the rows, "
         "strategy.gather(value, axis=0) (in replica context: all_gather)."
     )
+
+
+@contextlib.contextmanager
+def _without_log_records_containing(text):
+    """Drops TensorFlow log records whose message contains `text`, for the `with` body only."""
+
+    class _Drop(logging.Filter):
+        def filter(self, record):
+            return text not in record.getMessage()
+
+    drop = _Drop()
+    logger = tf_logging.get_logger()
+    logger.addFilter(drop)
+    try:
+        yield
+    finally:
+        logger.removeFilter(drop)

@@ -57,6 +57,19 @@ class ConstructionTest(tf.test.TestCase):
         self.assertEqual(strategy.merge_device, "/device:CPU:3")
         self.assertEqual(strategy.extended.parameter_devices, ("/device:CPU:3",))
 
+    def test_construction_logs_replica_strategy_not_central_storage(self):
+        logger = tf.get_logger()
+        level = logger.level
+        logger.setLevel("INFO")
+        try:
+            with self.assertLogs(logger, "INFO") as logs:
+                replica_strategy.ReplicaStrategy(virtual_devices.cpus(2))
+        finally:
+            logger.setLevel(level)
+        messages = "\n".join(record.getMessage() for record in logs.records)
+        self.assertIn("ReplicaStrategy with replicas on", messages)
+        self.assertNotIn("CentralStorageStrategy", messages)
+
     def test_bad_devices_raise_value_error(self):
         with self.assertRaisesRegex(ValueError, "Received: devices=\\[\\]"):
             replica_strategy.ReplicaStrategy([])
