@@ -31,8 +31,8 @@ DIGITS_TRAIN_SIZE = 1437  # scikit-learn's 1797 digits minus the 360 held out (s
 # --seed seeds NumPy (32-bit seeds) and, plus one, the second layer's initializer.
 MAX_SEED = 2**31 - 2
 
-# Strategy construction. Options of `ReplicaStrategy` itself (such as a later
-# --mirror_weights) belong here, and go to `make_strategy` as keyword arguments.
+# Strategy construction. Options of `ReplicaStrategy` itself (--mirror_weights) belong here,
+# and go to `make_strategy` as keyword arguments (`replica_options`).
 _STRATEGY = flags.DEFINE_enum(
     "strategy",
     "replica",
@@ -48,6 +48,13 @@ _DEVICES = flags.DEFINE_string(
     "('/gpu:0,/gpu:1', '/cpu:0,/cpu:1') or GPU ids ('0,1'). With no GPU, a count splits the "
     "CPU into that many logical devices. Default: every GPU, else 2 logical CPUs. Ignored by "
     "--strategy=multi_worker and default.",
+)
+_MIRROR_WEIGHTS = flags.DEFINE_bool(
+    "mirror_weights",
+    False,
+    "With --strategy=replica: a working copy of the weights on every replica device, the "
+    "master weights and the optimizer state once on the host (ReplicaStrategy's "
+    "mirror_weights=True, ZeRO-Offload's placement).",
 )
 
 # Data and model.
@@ -132,6 +139,18 @@ flags.register_validator(_DEVICES, _check_devices)
 flags.register_multi_flags_validator([_DATASET, _NUM_SAMPLES], _check_num_samples)
 
 
+def _check_mirror_weights(values: dict) -> bool:
+    if values["mirror_weights"] and values["strategy"] != "replica":
+        raise flags.ValidationError(
+            "--mirror_weights is an option of --strategy=replica only. "
+            f"Received: --strategy={values['strategy']}"
+        )
+    return True
+
+
+flags.register_multi_flags_validator([_STRATEGY, _MIRROR_WEIGHTS], _check_mirror_weights)
+
+
 @dataclasses.dataclass(frozen=True)
 class Arguments:
     """The validated flags, as the keyword arguments of a trainer's `train(...)`."""
@@ -147,6 +166,7 @@ class Arguments:
     learning_rate: float
     model_dir: str
     seed: int
+    mirror_weights: bool = False
 
 
 def arguments_from_flags(default_model_dir: str) -> Arguments:
@@ -171,6 +191,7 @@ def arguments_from_flags(default_model_dir: str) -> Arguments:
         learning_rate=_LEARNING_RATE.value,
         model_dir=_MODEL_DIR.value or default_model_dir,
         seed=_SEED.value,
+        mirror_weights=_MIRROR_WEIGHTS.value,
     )
 
 
@@ -321,6 +342,11 @@ def _split_cpu(count: int) -> None:
             f"--devices asks for {count} logical CPUs but TensorFlow already initialized with "
             f"{available}; ask for at most {available}, or configure devices before using TF."
         )
+
+
+def replica_options(mirror_weights: bool = False) -> dict:
+    """The `ReplicaStrategy` options to pass to `make_strategy` (those left unset omitted)."""
+    return {"mirror_weights": True} if mirror_weights else {}
 
 
 def make_strategy(name: str, devices: list[str] | None, **replica_options):

@@ -143,9 +143,15 @@ def main(argv):
             "--strategy: legacy_multi_gpu_model always replicates with multi_gpu_model "
             f"(ReplicaStrategy); leave --strategy unset. Received: --strategy={arguments.strategy}"
         )
+    if arguments.mirror_weights:
+        raise app.UsageError(
+            "--mirror_weights: multi_gpu_model keeps the legacy placement, every weight once on "
+            "the CPU. Train with examples/train_keras.py --mirror_weights instead."
+        )
     devices = common.configure_devices(arguments.devices)
     values = dataclasses.asdict(arguments)
     del values["strategy"]  # Checked above: always ReplicaStrategy, through multi_gpu_model.
+    del values["mirror_weights"]  # Checked above: multi_gpu_model keeps the legacy placement.
     train(**values | {"devices": devices})
 
 

@@ -53,6 +53,7 @@ def train(
     learning_rate: float = 0.005,
     model_dir: str = DEFAULT_MODEL_DIR,
     seed: int = 0,
+    mirror_weights: bool = False,
     verbose: int = 1,
 ) -> common.TrainResult:
     """Trains with a custom loop, checkpointing each epoch and resuming from the latest one.
@@ -66,7 +67,8 @@ def train(
     """
     if common.is_local(strategy):
         devices = devices or common.default_devices()
-    distribution = common.make_strategy(strategy, devices)  # First TF object (multi_worker).
+    # First TF object (multi_worker).
+    distribution = common.make_strategy(strategy, devices, **common.replica_options(mirror_weights))
     output_dir, _ = common.output_dir(distribution, model_dir)
     with model_dir_lib.exclusive(output_dir):
         keras.utils.set_random_seed(seed)

@@ -52,6 +52,7 @@ def train(
     learning_rate: float = 0.005,
     model_dir: str = DEFAULT_MODEL_DIR,
     seed: int = 0,
+    mirror_weights: bool = False,
     verbose: str | int = "auto",
 ) -> common.TrainResult:
     """Trains with `model.fit`, checkpointing each epoch and resuming from the latest one.
@@ -70,6 +71,8 @@ def train(
       model_dir: checkpoints, TensorBoard logs and the final model; created if missing and
         locked for the run, before any data is loaded.
       seed: fixes the initial weights and every epoch's order.
+      mirror_weights: with strategy="replica", `ReplicaStrategy(mirror_weights=True)`: a working
+        copy of the weights on each replica device, master weights and Adam's state on the host.
       verbose: Keras' progress output.
 
     Returns:
@@ -83,7 +86,7 @@ def train(
     if common.is_local(strategy):
         devices = devices or common.default_devices()
     # First TF object: MultiWorkerMirroredStrategy must exist before other TF work.
-    distribution = common.make_strategy(strategy, devices)
+    distribution = common.make_strategy(strategy, devices, **common.replica_options(mirror_weights))
     output_dir, _ = common.output_dir(distribution, model_dir)
     with model_dir_lib.exclusive(output_dir):
         keras.utils.set_random_seed(seed)

@@ -12,6 +12,11 @@ fixed here:
   error saying how to reduce them (`ReplicaStrategy.reduce` lets Keras build on any first batch);
 - the last partial batch of a dataset is kept (`get_next_as_optional`), and `InputOptions`,
   including `PER_REPLICA` replication, are honoured.
+
+With `mirror_weights`, trainable variables are `_mirrored_weights.MirroredWeight`s (master on
+the parameter device, working copies on the replicas): `_create_variable` makes them, `_update`
+writes the master and refreshes the copies, `_cross_device_ops_to` keeps all-reduces among the
+replica devices.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from tensorflow.python.distribute import (
     cross_device_ops as cross_device_ops_lib,
 )
 from tensorflow.python.distribute import (
+    device_util,
     distribute_lib,
     distribute_utils,
     input_lib,
@@ -44,7 +50,7 @@ from tensorflow.python.ops import array_ops, cond, math_ops, variable_scope
 from tensorflow.python.platform import tf_logging
 from tensorflow.python.util import nest
 
-from replica_strategy import _variables, batching
+from replica_strategy import _device_all_reduce, _mirrored_weights, _variables, batching
 
 _AUTO = variable_scope.VariableSynchronization.AUTO
 _ON_READ = variable_scope.VariableSynchronization.ON_READ
@@ -62,7 +68,9 @@ _VALID_AGGREGATIONS = (
 class ReplicaExtended(parameter_server_strategy.ParameterServerStrategyExtended):
     """Variables once on the parameter device, one replica per device, merges on one device."""
 
-    def __init__(self, container_strategy, devices, parameter_device, merge_device):
+    def __init__(
+        self, container_strategy, devices, parameter_device, merge_device, mirror_weights=False
+    ):
         # TF's parent logs "ParameterServerStrategy (CentralStorageStrategy if you are using a
         # single machine)" here; a user who asked for ReplicaStrategy reads our line instead.
         with _without_log_records_containing("CentralStorageStrategy"):
@@ -72,14 +80,23 @@ class ReplicaExtended(parameter_server_strategy.ParameterServerStrategyExtended)
                 parameter_device=parameter_device,
             )
         tf_logging.info(
-            "ReplicaStrategy with replicas on %s, variables on %s, merges on %s",
+            "ReplicaStrategy with replicas on %s, variables on %s, merges on %s%s",
             list(devices),
             parameter_device,
             merge_device,
+            ", working copies of the weights on the replicas" if mirror_weights else "",
         )
         self._merge_device = merge_device
         self._cross_device_ops = cross_device_ops_lib.ReductionToOneDevice(
             reduce_to_device=merge_device
+        )
+        # With mirror_weights, all-reduces run among the replica devices (`_cross_device_ops_to`).
+        self._mirror_weights = mirror_weights
+        self._replica_devices = {device_util.canonicalize(device) for device in devices}
+        self._replica_all_reduce = (
+            _device_all_reduce.choose(devices, _device_all_reduce.nccl_available())
+            if mirror_weights
+            else None
         )
         # Keeps the last partial batch of a dataset instead of dropping it. One replica takes
         # any batch whole, and skips the optional-element checks on every step.
@@ -140,7 +157,9 @@ class ReplicaExtended(parameter_server_strategy.ParameterServerStrategyExtended)
         if isinstance(colocate_with, numpy_dataset.SingleDevice):
             with ops.device(colocate_with.device):
                 return next_creator(**kwargs)
-        if isinstance(colocate_with, values.DistributedVariable):
+        if isinstance(colocate_with, _mirrored_weights.MirroredWeight):
+            colocate_with = colocate_with.master  # Optimizer slots: once, beside the master.
+        elif isinstance(colocate_with, values.DistributedVariable):
             # A slot of a per-replica variable (rare): one copy per replica, like its primary.
             kwargs["synchronization"] = colocate_with.synchronization
             colocate_with = None
@@ -151,23 +170,32 @@ class ReplicaExtended(parameter_server_strategy.ParameterServerStrategyExtended)
         if colocate_with is not None:
             with ops.device(None), ops.colocate_with(colocate_with):
                 return self._create_parameter_variable(next_creator, **kwargs)
+        if self._mirror_weights and _is_trainable_on_write(kwargs):
+            aggregation = _valid_aggregation(kwargs)
+            with ops.colocate_with(None, ignore_existing=True):
+                return _mirrored_weights.create_mirrored_weight(
+                    self._container_strategy(),
+                    self._compute_devices,
+                    self._variable_device,
+                    next_creator,
+                    aggregation=aggregation,
+                    **kwargs,
+                )
         with ops.colocate_with(None, ignore_existing=True), ops.device(self._variable_device):
             return self._create_parameter_variable(next_creator, **kwargs)
 
     def _create_parameter_variable(self, next_creator, **kwargs):
         if self._num_replicas_in_sync == 1:
             return next_creator(**kwargs)
-        aggregation = kwargs.pop("aggregation", variable_scope.VariableAggregation.NONE)
-        if aggregation not in _VALID_AGGREGATIONS:
-            raise ValueError(
-                f"Invalid variable aggregation {aggregation!r} for variable "
-                f"{kwargs.get('name')!r}; expected one of {list(_VALID_AGGREGATIONS)}."
-            )
+        aggregation = _valid_aggregation(kwargs)
         return _variables.create_parameter_variable(
             self._container_strategy(), next_creator, aggregation, **kwargs
         )
 
     def _update(self, var, fn, args, kwargs, group):
+        if isinstance(var, _mirrored_weights.MirroredWeight):
+            self._require_aggregated_gradient(var, fn, args)
+            return self._update_mirrored_weight(var, fn, args, kwargs, group)
         if not isinstance(var, values.DistributedVariable):
             self._require_aggregated_gradient(var, fn, args)
             return super()._update(var, fn, args, kwargs, group)
@@ -183,6 +211,14 @@ class ReplicaExtended(parameter_server_strategy.ParameterServerStrategyExtended)
                     )
                 )
         return distribute_utils.update_regroup(self, updates, group)
+
+    def _update_mirrored_weight(self, var, fn, args, kwargs, group):
+        """Runs `fn` once, on the master, then refreshes the working copies from it."""
+        result = super()._update(var.master, fn, args, kwargs, group=True)
+        with ops.control_dependencies(_mirrored_weights.ops_of(result)):
+            refreshed = var.refresh_copies()
+        result = _mirrored_weights.after(refreshed, result, var)
+        return result if group else nest.map_structure(self._local_results, result)
 
     def _require_aggregated_gradient(self, var, fn, args):
         """Raises where the one copy of `var` would take one replica's gradient for all.
@@ -226,6 +262,8 @@ class ReplicaExtended(parameter_server_strategy.ParameterServerStrategyExtended)
         )
 
     def read_var(self, var):
+        if isinstance(var, _mirrored_weights.MirroredWeight):
+            return array_ops.identity(var.master)
         if isinstance(var, values.SyncOnReadVariable):
             return var._get_cross_replica()  # pylint: disable=protected-access
         return array_ops.identity(var)
@@ -269,11 +307,29 @@ class ReplicaExtended(parameter_server_strategy.ParameterServerStrategyExtended)
             # In a batch (all_reduce), a value every replica shares arrives as itself (merge_call
             # regroups it so): the cross-device op reduces it as one value, as TF's
             # CrossDeviceOps.batch_reduce does for MirroredStrategy. Keras optimizers rely on it.
-            return self._cross_device_ops.reduce(
+            return self._cross_device_ops_to(destinations).reduce(
                 reduce_op, leaf, destinations=destinations, options=options
             )
 
         return nest.map_structure(reduce_one, value)
+
+    def _cross_device_ops_to(self, destinations):
+        """Where a reduction runs.
+
+        With mirror_weights, a reduction whose result is wanted on exactly the replica devices
+        (an all-reduce: Keras' gradient sum, any `ReplicaContext.all_reduce`, a SUM or MEAN
+        write to a working copy) runs among the replica devices; the update then takes ONE
+        copy of the sum to the parameter device. Every other reduction runs on the merge device.
+        """
+        if self._replica_all_reduce is not None and self._are_replica_devices(destinations):
+            return self._replica_all_reduce
+        return self._cross_device_ops
+
+    def _are_replica_devices(self, destinations):
+        if not cross_device_ops_lib.check_destinations(destinations):
+            return False
+        wanted = cross_device_ops_lib.get_devices_from(destinations)
+        return {device_util.canonicalize(device) for device in wanted} == self._replica_devices
 
     def replica_row_fraction(self):
         """This replica's share of the global batch, n_r / B, inside `strategy.run`.
@@ -387,8 +443,28 @@ class ReplicaExtended(parameter_server_strategy.ParameterServerStrategyExtended)
         return self._merge_device
 
     @property
+    def mirror_weights(self):
+        return self._mirror_weights
+
+    @property
     def experimental_between_graph(self):
         return False
+
+
+def _is_trainable_on_write(kwargs):
+    """Whether a variable creator's `kwargs` (AUTO already made ON_WRITE) ask for one."""
+    return kwargs.get("synchronization") == _ON_WRITE and kwargs.get("trainable") is not False
+
+
+def _valid_aggregation(kwargs):
+    """Pops `aggregation` from a variable creator's `kwargs`, checked."""
+    aggregation = kwargs.pop("aggregation", variable_scope.VariableAggregation.NONE)
+    if aggregation not in _VALID_AGGREGATIONS:
+        raise ValueError(
+            f"Invalid variable aggregation {aggregation!r} for variable "
+            f"{kwargs.get('name')!r}; expected one of {list(_VALID_AGGREGATIONS)}."
+        )
+    return aggregation
 
 
 def _rows_per_replica(structure, num_replicas):

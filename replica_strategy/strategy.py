@@ -49,18 +49,44 @@ class ReplicaStrategy(distribute_lib.Strategy):
     or averaged when read, as under MirroredStrategy. Checkpoints hold plain variables, so they
     load into a run with no strategy or with MirroredStrategy, and back.
 
+    With `mirror_weights=True` the placement is ZeRO-Offload's: each trainable variable has
+    its master copy once on `parameter_device`, with the optimizer state (slots) beside it and
+    nowhere else, plus a working copy on each replica device. Forward and backward passes read
+    the local working copy. Gradients are all-reduced among the replica devices (NCCL when
+    every replica device is a GPU and NCCL runs, as MirroredStrategy chooses; else a sum on
+    the first replica device); one copy of each summed gradient goes to `parameter_device`,
+    where the optimizer updates the master once; the new value goes to one replica device
+    and is relayed from there to the others. Per step and P bytes of trainable weights,
+    about 2 P cross the host's link instead of 2 N P, at the price of one copy of the
+    weights (not of the optimizer state) per device. Everything else behaves as with
+    `mirror_weights=False`: non-trainable variables (e.g. BatchNormalization statistics)
+    stay once on `parameter_device`, metrics per replica, replica-context writes are
+    aggregated the same way, and training gives the same weights. Checkpoints and saved
+    models hold the master alone, so files interchange with either mode, MirroredStrategy,
+    and no strategy. Any all-reduce whose result goes back to the replicas (including one a
+    custom loop calls through `ReplicaContext.all_reduce`) runs among the replica devices;
+    `strategy.reduce` and `gather` still end on `merge_device`.
+
+    ```python
+    strategy = replica_strategy.ReplicaStrategy(
+        ["/gpu:0", "/gpu:1"], parameter_device="/cpu:0", mirror_weights=True
+    )
+    ```
+
     Args:
       devices: where replicas run. None: every logical GPU, or the CPU alone (with a logged
         warning) when there is none. A list of ints: those GPU ids. A list of strings: those
         devices, e.g. ["/cpu:0", "/cpu:1"] for logical CPUs.
       parameter_device: where the one copy of each variable lives and updates run.
-      merge_device: where gradients are summed and results gathered; defaults to
-        `parameter_device`.
+      merge_device: where gradients are summed (with `mirror_weights`, among the replicas
+        instead) and results gathered; defaults to `parameter_device`.
+      mirror_weights: keep a working copy of each trainable variable on every replica device
+        (see above). False (the default): replicas read the one copy on `parameter_device`.
 
     Raises:
       ValueError: when a device argument is empty, has a duplicate, a wrong type, or names a
         device this process does not have (another job, replica or task included); the error
-        names the argument and repeats it as passed.
+        names the argument and repeats it as passed. Also when `mirror_weights` is not a bool.
     """
 
     def __init__(
@@ -68,6 +94,7 @@ class ReplicaStrategy(distribute_lib.Strategy):
         devices: Sequence[int | str] | None = None,
         parameter_device: str = "/cpu:0",
         merge_device: str | None = None,
+        mirror_weights: bool = False,
     ):
         compute_devices = devices_lib.resolve_devices(devices)
         parameter_device = devices_lib.resolve_device(parameter_device, "parameter_device")
@@ -76,7 +103,13 @@ class ReplicaStrategy(distribute_lib.Strategy):
             if merge_device is None
             else devices_lib.resolve_device(merge_device, "merge_device")
         )
-        super().__init__(ReplicaExtended(self, compute_devices, parameter_device, merge_device))
+        if not isinstance(mirror_weights, bool):
+            raise ValueError(
+                f"`mirror_weights` must be True or False. Received: mirror_weights={mirror_weights!r}"
+            )
+        super().__init__(
+            ReplicaExtended(self, compute_devices, parameter_device, merge_device, mirror_weights)
+        )
         distribute_lib.distribution_strategy_gauge.get_cell("V2").set("ReplicaStrategy")
 
     def reduce(self, reduce_op, value, axis=None):
@@ -112,10 +145,16 @@ class ReplicaStrategy(distribute_lib.Strategy):
     def merge_device(self) -> str:
         return self.extended.merge_device
 
+    @property
+    def mirror_weights(self) -> bool:
+        """Whether each replica device holds a working copy of the trainable weights."""
+        return self.extended.mirror_weights
+
     def __repr__(self) -> str:
         return (
             f"ReplicaStrategy(devices={list(self.extended.worker_devices)}, "
-            f"parameter_device={self.parameter_device!r}, merge_device={self.merge_device!r})"
+            f"parameter_device={self.parameter_device!r}, merge_device={self.merge_device!r}"
+            f"{', mirror_weights=True' if self.mirror_weights else ''})"
         )
 
 

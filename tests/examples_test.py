@@ -91,6 +91,24 @@ class TrainKerasTest(tf.test.TestCase, parameterized.TestCase):
         for name in ("model.keras", "summary.json", "checkpoints", "logs"):
             self.assertTrue(os.path.exists(os.path.join(model_dir, name)), name)
 
+    def test_mirror_weights_trains_like_the_default_placement(self):
+        results = [
+            train_keras.train(
+                devices=virtual_devices.cpus(2),
+                model_dir=self.create_tempdir().full_path,
+                mirror_weights=mirror_weights,
+                **_TINY,
+            )
+            for mirror_weights in (False, True)
+        ]
+        for ours, default in zip(results[1].weights, results[0].weights, strict=True):
+            self.assertAllClose(ours, default, atol=1e-5)
+
+    def test_mirror_weights_with_another_strategy_is_rejected_when_parsed(self):
+        with flagsaver.flagsaver():
+            with self.assertRaisesRegex(flags.IllegalFlagValueError, "--mirror_weights"):
+                flags.FLAGS(["train_keras", "--strategy=mirrored", "--mirror_weights"])
+
     def test_synthetic_dataset_trains(self):
         result = train_keras.train(
             dataset="synthetic",
@@ -203,6 +221,11 @@ class LegacyMultiGpuModelTest(tf.test.TestCase):
         result = self._train(dataset="synthetic")
         # Conv2D(8, 3) on 6x6x3 images: 4 * 4 * 8 features into the hidden layer.
         self.assertEqual(result.weights[2].shape, (4 * 4 * 8, 4))
+
+    def test_mirror_weights_flag_is_a_usage_error(self):
+        with flagsaver.flagsaver(mirror_weights=True):
+            with self.assertRaisesRegex(app.UsageError, "--mirror_weights"):
+                legacy_multi_gpu_model.main([])
 
     def test_strategy_flag_other_than_replica_is_a_usage_error(self):
         with flagsaver.flagsaver(strategy="mirrored"):

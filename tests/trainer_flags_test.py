@@ -12,6 +12,7 @@ _REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _TRAINERS = ("train_keras", "train_custom_loop", "legacy_multi_gpu_model")
 _SHARED_FLAGS = (
     "strategy",
+    "mirror_weights",
     "devices",
     "dataset",
     "num_samples",
@@ -42,7 +43,9 @@ class TrainerProgramTest(tf.test.TestCase, parameterized.TestCase):
     def test_help_lists_the_trainer_flags(self, trainer):
         run = _run(trainer, "--help")
         for name in _SHARED_FLAGS:
-            self.assertRegex(run.stdout, rf"(?m)^\s+--{name}\b", f"--{name} missing from --help")
+            self.assertRegex(
+                run.stdout, rf"(?m)^\s+--(\[no\])?{name}\b", f"--{name} missing from --help"
+            )
 
     @parameterized.named_parameters(
         ("mixed_ids_and_names", "0,/cpu:1"),  # Rejected by absl while parsing.

@@ -10,7 +10,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import tensorflow as tf  # noqa: E402
 
-NUM_CPUS = 4
+NUM_CPUS = 5  # A host device plus up to 4 replica devices.
 
 
 def configure(num_cpus: int = NUM_CPUS) -> None:
