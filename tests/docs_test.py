@@ -7,6 +7,9 @@ snippet saves go nowhere near the repository. A traceback names the page and its
 A block that truly cannot run here (it needs GPUs, say) is preceded by
 `<!-- not-run: <reason> -->`; `test_not_run_blocks_are_few_and_listed` prints them and keeps
 the list short.
+
+Also: relative links resolve, the README stays a front page, and docs/troubleshooting.md has an
+entry for every error message the package and the trainers raise.
 """
 
 import ast
@@ -78,24 +81,47 @@ def _source_tree() -> str:
     return os.path.dirname(os.path.realpath(os.path.join(_REPOSITORY, "README.md")))
 
 
+def _render(node: ast.AST) -> str | None:
+    """A string literal as the message it makes, f-string fields as "<>"; None if not a string."""
+    if isinstance(node, ast.JoinedStr):
+        return "".join(
+            part.value if isinstance(part, ast.Constant) else "<>" for part in node.values
+        )
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return node.value
+    return None
+
+
+def _python_trees(*folders: str):
+    for folder in folders:
+        pattern = os.path.join(_source_tree(), folder, "**", "*.py")
+        for path in sorted(glob.glob(pattern, recursive=True)):
+            with open(path, encoding="utf-8") as file:
+                yield os.path.relpath(path, _source_tree()), ast.parse(file.read())
+
+
 def _string_literals(*folders: str) -> list[str]:
     """Every string literal of the Python files in `folders`, f-string fields as "<>"."""
-    literals = []
-    for folder in folders:
-        for path in glob.glob(os.path.join(_source_tree(), folder, "**", "*.py"), recursive=True):
-            with open(path, encoding="utf-8") as file:
-                tree = ast.parse(file.read())
-            for node in ast.walk(tree):
-                if isinstance(node, ast.JoinedStr):
-                    literals.append(
-                        "".join(
-                            part.value if isinstance(part, ast.Constant) else "<>"
-                            for part in node.values
-                        )
-                    )
-                elif isinstance(node, ast.Constant) and isinstance(node.value, str):
-                    literals.append(node.value)
-    return literals
+    return [
+        literal
+        for _, tree in _python_trees(*folders)
+        for node in ast.walk(tree)
+        if (literal := _render(node)) is not None
+    ]
+
+
+def _raised_messages(*folders: str) -> list[tuple[str, str]]:
+    """(where, message) of every `raise SomethingError("message", ...)` in `folders`."""
+    raised = []
+    for path, tree in _python_trees(*folders):
+        for node in ast.walk(tree):
+            if not (isinstance(node, ast.Raise) and isinstance(node.exc, ast.Call)):
+                continue
+            name = ast.unparse(node.exc.func)
+            message = _render(node.exc.args[0]) if node.exc.args else None
+            if name.endswith("Error") and message is not None:
+                raised.append((f"{path}:{node.lineno} {name}", message))
+    return raised
 
 
 class DocsTest(tf.test.TestCase, parameterized.TestCase):
@@ -169,6 +195,22 @@ class DocsTest(tf.test.TestCase, parameterized.TestCase):
             )
         ]
         self.assertEmpty(unquoted, f"{page}: no message in the code contains these headings")
+
+    def test_troubleshooting_has_every_message_the_code_raises(self):
+        page = os.path.join("docs", "troubleshooting.md")
+        headings = re.findall(r"^### ``\w+: (.+?)``[ \t]*$", _read(page), re.MULTILINE)
+        missing = [
+            f"  {where}: {message[:100]}"
+            for where, message in _raised_messages("replica_strategy", "examples")
+            if not any(
+                all(part in message for part in _fixed_parts(heading)) for heading in headings
+            )
+        ]
+        self.assertEmpty(
+            missing,
+            f"Add a ### ``Error: message`` entry with the fix to {page} for:\n"
+            + "\n".join(missing),
+        )
 
     def test_strategy_docstring_example_prints_what_it_says(self):
         import replica_strategy  # noqa: PLC0415
