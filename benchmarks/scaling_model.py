@@ -84,10 +84,10 @@ class Hardware:
     # the host's bandwidth (`host_streaming_gbps`). TensorFlow's fused ResourceApplyAdam kernel
     # (tf_keras' Adam) streams 7: reads weights, gradients and both slots, writes weights and
     # slots. Keras 3's Adam is a chain of element-wise ops (about 30 passes by count); measured
-    # by benchmarks/host_update.py at 3.44x the fused kernel's time (50M parameters, paired
-    # median of 10; 3.42x at 10M), so 7 x 3.44 = 24.1 passes. `--host_optimizer=fused` is the
-    # what-if of a fused host update.
-    keras_adam_passes: float = 24.1
+    # by benchmarks/host_update.py at 3.33x the fused kernel's time (50M parameters, paired
+    # median of 10, benchmarks/latest/results.md; 3.44x in an earlier run), so 7 x 3.33 = 23.3
+    # passes. `--host_optimizer=fused` is the what-if of a fused host update.
+    keras_adam_passes: float = 23.3
     fused_adam_passes: float = 7.0
     host_optimizer: str = "keras"
     # The measured GPU steps include an SGD update (5 passes: reads weights, gradients, momentum,
@@ -138,7 +138,7 @@ class Traffic:
 
 
 # benchmarks/traffic.py (`fit`, Adam, host /cpu:0, replicas /cpu:1 ... /cpu:N; the table in
-# benchmarks/latest/results.md; mirror_weights at commit 8ca2dac of its branch): bytes per step
+# benchmarks/latest/results.md; mirror_weights at commit 8808e00 of its branch): bytes per step
 # measured from the executed step. MirroredStrategy
 # and mirror_weights reduce among the replicas with ReductionToOneDevice there: N - 1 gradients
 # to replica 0; MirroredStrategy sends N - 1 sums back, mirror_weights sends N - 1 relayed
