@@ -18,7 +18,6 @@ import virtual_devices  # noqa: F401  (splits the CPU into logical devices on im
 # isort: split
 import tensorflow as tf
 from absl.testing import flagsaver, parameterized
-from tensorflow.python.framework import config as tf_config
 
 from examples import checkpoints, legacy_multi_gpu_model, model_dir, train_custom_loop, train_keras
 
@@ -135,10 +134,6 @@ class ModelMismatchTest(tf.test.TestCase, parameterized.TestCase):
         _train(directory, epochs=1)
         settings = dict(_TINY, hidden_units=8, epochs=2, devices="2", model_dir=directory)
         del settings["verbose"]
-        # main() turns on op determinism for the whole process; later tests draw unseeded
-        # random numbers, which determinism forbids.
-        if not tf_config.is_op_determinism_enabled():
-            self.addCleanup(tf_config.disable_op_determinism)
         with flagsaver.flagsaver(**settings):
             with self.assertRaisesRegex(SystemExit, "^ModelMismatchError: The model does not"):
                 train_custom_loop.main([])

@@ -8,11 +8,26 @@ from absl import flags
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
 
+from tensorflow.python.framework import config as tf_config  # noqa: E402
+
 import virtual_devices  # noqa: E402, F401  (configures logical CPUs on import)
 
 # absl-based code (tf.test, example trainers) reads flags; pytest owns argv.
 if not flags.FLAGS.is_parsed():
     flags.FLAGS.mark_as_parsed()
+
+
+@pytest.fixture(autouse=True)
+def _op_determinism_as_before():
+    """Turns op determinism back off after a test whose trainer `main()` turned it on.
+
+    The trainers enable it for the whole process; later tests would then fail on any unseeded
+    random op ("Random ops require a seed to be set when determinism is enabled").
+    """
+    was_enabled = tf_config.is_op_determinism_enabled()
+    yield
+    if not was_enabled and tf_config.is_op_determinism_enabled():
+        tf_config.disable_op_determinism()
 
 
 # Tearing TensorFlow down at interpreter exit, after a suite that leaves many tf.data iterators
