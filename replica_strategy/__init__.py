@@ -5,6 +5,7 @@ from replica_strategy import _tensorflow_check  # noqa: F401
 
 # isort: split
 
+from replica_strategy.fused_adam import FusedAdam
 from replica_strategy.multi_gpu_shim import multi_gpu_model
 from replica_strategy.strategy import ReplicaStrategy
 from replica_strategy.tf_keras_support import register_tf_keras
@@ -12,6 +13,7 @@ from replica_strategy.uneven_batches import exact_uneven_batches
 from replica_strategy.version import __version__
 
 __all__ = [
+    "FusedAdam",
     "ReplicaStrategy",
     "__version__",
     "exact_uneven_batches",

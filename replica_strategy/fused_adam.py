@@ -1,0 +1,72 @@
+"""`FusedAdam`: Keras 3's Adam, each dense update one fused TensorFlow kernel."""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+
+@keras.saving.register_keras_serializable(package="replica_strategy")
+class FusedAdam(keras.optimizers.Adam):
+    """`keras.optimizers.Adam` whose update of a dense gradient is one fused kernel.
+
+    Keras 3's Adam updates each variable with a chain of about ten element-wise TensorFlow ops
+    (subtract, multiply, square, sqrt, divide, three assigns, ...), each a pass over memory.
+    This subclass hands the same update to TensorFlow's `ResourceApplyAdam` kernel (the one
+    tf_keras' legacy Adam runs), which reads the weights, the gradient and both slots once and
+    writes the weights and slots once. That matters where the update runs on a CPU: with
+    `ReplicaStrategy`, whose weights and optimizer state live on the host, the update is part
+    of every step, and `benchmarks/host_update.py` measures this one at about a third of
+    Keras' time (docs/placement.md, benchmarks/SCALING.md).
+
+    Everything else is Keras' Adam: the arguments, the formula (the same sequence of roundings
+    is not promised: results agree to float32 rounding, about 1e-6 relative after a few steps),
+    the slot variables and their names, so a checkpoint of either optimizer restores into the
+    other; `amsgrad` runs `ResourceApplyAdamWithAmsgrad`; weight decay, gradient clipping, EMA,
+    loss scaling and gradient accumulation happen around the update as in Keras. Sparse
+    gradients (`tf.IndexedSlices`, from an `Embedding`) take Keras' own update, which touches
+    only the rows they name. It works under any strategy, or none.
+
+    ```python
+    with strategy.scope():
+        model.compile(optimizer=replica_strategy.FusedAdam(1e-3), loss="mse")
+    ```
+    """
+
+    def update_step(self, gradient, variable, learning_rate):
+        if isinstance(gradient, tf.IndexedSlices):
+            return super().update_step(gradient, variable, learning_rate)
+        index = self._get_variable_index(variable)
+        dtype = variable.dtype
+
+        def as_dtype(value):
+            return tf.cast(value, dtype)
+
+        local_step = as_dtype(self.iterations + 1)
+        arguments = dict(
+            var=_handle(variable),
+            m=_handle(self._momentums[index]),
+            v=_handle(self._velocities[index]),
+            beta1_power=tf.pow(as_dtype(self.beta_1), local_step),
+            beta2_power=tf.pow(as_dtype(self.beta_2), local_step),
+            lr=as_dtype(learning_rate),
+            beta1=as_dtype(self.beta_1),
+            beta2=as_dtype(self.beta_2),
+            epsilon=as_dtype(self.epsilon),
+            grad=as_dtype(gradient),
+        )
+        if self.amsgrad:
+            return tf.raw_ops.ResourceApplyAdamWithAmsgrad(
+                vhat=_handle(self._velocity_hats[index]), **arguments
+            )
+        return tf.raw_ops.ResourceApplyAdam(**arguments)
+
+
+def _handle(variable):
+    """The resource handle of a Keras or TensorFlow variable, for the device being updated.
+
+    Inside a strategy's update, a distributed variable's `handle` is the copy being updated.
+    """
+    if isinstance(variable, keras.Variable):
+        variable = variable.value
+    return variable.handle
