@@ -131,15 +131,18 @@ class VariableBytesTest(tf.test.TestCase):
 
 
 class HostUpdateTest(tf.test.TestCase):
-    def test_times_keras_and_fused_adam_and_converts_to_passes(self):
+    def test_times_keras_adam_fused_adam_and_the_bare_kernel_and_converts_to_passes(self):
         results = {
             "machine": {"cores": 2, "cpu_model": "test CPU"},
             "adam": [host_update.adam_update(20_000, repetitions=2)],
         }
-        for kind in ("keras", "fused"):
-            timings = results["adam"][0][kind]
-            self.assertBetween(timings["min_ms"], 0, timings["median_ms"])
-        self.assertGreater(host_update.keras_adam_passes(results), 0)
+        row = results["adam"][0]
+        for kind in ("keras", "fused", "kernel"):
+            self.assertBetween(row[kind]["min_ms"], 0, row[kind]["median_ms"])
+        self.assertGreater(row["fused_over_kernel"], 0)
+        self.assertAllClose(
+            host_update.keras_adam_passes(results), 7 * row["keras_over_fused"], rtol=1e-12
+        )
         self.assertIn("| 20,000 |", host_update.markdown(results))
 
 
