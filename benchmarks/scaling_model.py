@@ -47,20 +47,26 @@ class ModelSpec:
         parameter_count: Trainable parameters.
         step_milliseconds: Precision -> ((per-GPU batch, milliseconds), ...) of forward + backward
             + SGD update on one H200 holding its own weights.
+        largest_variable_fraction: The largest trainable variable's share of the parameters: it
+            bounds how well the host's per-variable pipeline overlaps (`pipelined_milliseconds`).
     """
 
     name: str
     parameter_count: int
     step_milliseconds: dict[str, tuple[tuple[int, float], ...]]
+    largest_variable_fraction: float = 1.0
 
 
 MODELS = (
     # GPU_FACTS.md: "ResNet-50 (25.6M params) training step, batch 32 / 128: fp32 / bf16".
+    # keras.applications.ResNet50: 2,359,296 of 25,583,592 trainable parameters in one 3x3 conv
+    # (tests/scaling_model_test.py checks it).
     ModelSpec("ResNet-50", 25_600_000, {"fp32": ((32, 42.4), (128, 145.5)),
-                                        "bf16": ((32, 19.3), (128, 55.3))}),
+                                        "bf16": ((32, 19.3), (128, 55.3))}, 2_359_296 / 25_583_592),
     # GPU_FACTS.md: "ViT-B/16 (86.6M params) training step, batch 32 / 128: fp32 / bf16".
+    # ViT-B/16's largest variables are its MLP kernels, 768 x 3072.
     ModelSpec("ViT-B/16", 86_600_000, {"fp32": ((32, 94.5), (128, 337.5)),
-                                       "bf16": ((32, 23.4), (128, 58.1))}),
+                                       "bf16": ((32, 23.4), (128, 58.1))}, 768 * 3072 / 86_600_000),
 )  # fmt: skip
 PRECISIONS = ("fp32", "bf16")
 
@@ -86,10 +92,13 @@ class Hardware:
     # slots. Keras 3's Adam is a chain of element-wise ops (about 30 passes by count); measured
     # by benchmarks/host_update.py at 3.33x the fused kernel's time (50M parameters, paired
     # median of 10, benchmarks/latest/results.md; 3.44x in an earlier run), so 7 x 3.33 = 23.3
-    # passes. `--host_optimizer=fused` is the what-if of a fused host update.
+    # passes. The default is `replica_strategy.FusedAdam` (the fused kernel), which the docs
+    # recommend wherever the update runs on the host; `--host_optimizer=keras` for Keras 3's Adam.
     keras_adam_passes: float = 23.3
     fused_adam_passes: float = 7.0
-    host_optimizer: str = "keras"
+    host_optimizer: str = "fused"
+    # A host memory bandwidth to use instead of `host_streaming_gbps`'s (break-even searches).
+    host_gbps: float | None = None
     # The measured GPU steps include an SGD update (5 passes: reads weights, gradients, momentum,
     # writes momentum and weights). Where the update runs on a GPU, Adam's extra passes are added
     # at HBM speed.
@@ -107,7 +116,8 @@ class Hardware:
 
 OPTIMIZER_SLOTS = {"SGD with momentum": 1, "Adam": 2}  # float32 arrays per parameter
 STEP_PLACEMENTS = (
-    "cpu_pinned", "cpu_pageable", "mirror_weights", "mirror_weights_delayed", "gpu0", "mirrored",
+    "cpu_pinned", "cpu_pageable", "mirror_weights_keras_adam", "mirror_weights",
+    "mirror_weights_delayed", "gpu0", "mirrored",
 )  # fmt: skip
 # pinned or pageable holds the same bytes; so does a delayed update
 MEMORY_PLACEMENTS = ("cpu", "mirror_weights", "gpu0", "mirrored")
@@ -115,6 +125,7 @@ PLACEMENT_LABELS = {
     "cpu_pinned": "CPU-hosted, pinned",
     "cpu_pageable": "CPU-hosted, pageable",
     "cpu": "CPU-hosted",
+    "mirror_weights_keras_adam": "`mirror_weights`, Keras 3 Adam",
     "mirror_weights": "`mirror_weights`",
     "mirror_weights_delayed": "`mirror_weights`, update overlapped",
     "gpu0": "`/gpu:0`-hosted",
@@ -157,7 +168,9 @@ def traffic(placement: str, replicas: int) -> Traffic:
     mirror_weights: one summed gradient to the host, one updated copy back, and 2 (N - 1) P among
     the replicas (the reduction's N - 1 and the relay's N - 1). Mirrored: 2 (N - 1) P among them.
     """
-    base = placement.removesuffix("_delayed").removesuffix("_pinned").removesuffix("_pageable")
+    base = placement
+    for suffix in ("_delayed", "_keras_adam", "_pinned", "_pageable"):
+        base = base.removesuffix(suffix)
     if base == "cpu":
         return Traffic(replicas, replicas, 0.0)
     if base == "mirror_weights":
@@ -304,6 +317,8 @@ def host_streaming_gbps(hardware: Hardware) -> float:
     Returns:
         GB/s.
     """
+    if hardware.host_gbps is not None:
+        return hardware.host_gbps
     counts = [count for count, _ in hardware.host_sum_milliseconds]
     times = [milliseconds for _, milliseconds in hardware.host_sum_milliseconds]
     mean_count, mean_time = sum(counts) / len(counts), sum(times) / len(times)
@@ -351,16 +366,19 @@ class StepTime:
         reduce_ms: Summing the gradient copies, and any update not inside `compute_ms`.
         background_ms: Work that runs beside the next step by design (a one-step-delayed host
             update): it costs time only when it outlasts the rest of the step.
+        pipelined_ms: Of `transfer_ms` + `reduce_ms`, the time the host's per-variable pipeline
+            hides (`pipelined_milliseconds`): stages of different variables at once.
     """
 
     compute_ms: float
     transfer_ms: float
     reduce_ms: float
     background_ms: float = 0.0
+    pipelined_ms: float = 0.0
 
     @property
     def communication_ms(self) -> float:
-        return self.transfer_ms + self.reduce_ms
+        return self.transfer_ms + self.reduce_ms - self.pipelined_ms
 
     @property
     def serial_ms(self) -> float:
@@ -373,24 +391,60 @@ class StepTime:
         return max(self.compute_ms, self.communication_ms, self.background_ms)
 
 
+def pipelined_milliseconds(stage_milliseconds: Sequence[float], largest_fraction: float) -> float:
+    """A bound on a chain of stages run as a pipeline over variables of different sizes.
+
+    Each variable goes through every stage in order, each stage handles one variable at a time,
+    and a variable's time in a stage is its share of that stage's total (a permutation flow
+    shop). Any chain of waits runs through each stage over a run of variables, and consecutive
+    runs share one variable, so the makespan is at most the slowest stage's total plus, per
+    stage change, the shared variable's time in the next stage: at most
+    max(T) + f_max * sum(T), and never more than the stages one after another, sum(T).
+    benchmarks/host_pipeline.py shows from the executed graph that the host's chain has no
+    barrier between variables, so TensorFlow's executor can run it so.
+
+    Args:
+        stage_milliseconds: Each stage's total over all variables, T.
+        largest_fraction: The largest variable's share of the parameters, f_max.
+
+    Returns:
+        Milliseconds.
+    """
+    serial = sum(stage_milliseconds)
+    return min(serial, max(stage_milliseconds, default=0.0) + largest_fraction * serial)
+
+
 def cpu_hosted_step(
-    hardware: Hardware, parameter_count: int, replicas: int, gradient_bytes: float, pinned: bool
+    hardware: Hardware,
+    parameter_count: int,
+    replicas: int,
+    gradient_bytes: float,
+    pinned: bool,
+    largest_fraction: float = 1.0,
 ) -> StepTime:
     """Weights on the host: PCIe both ways, then the host sums and updates. Zero compute.
 
     Each GPU's link carries its share of the measured traffic, 1/N of `traffic("cpu", N)`.
+    The gradients' copies, the sum and the update form the host's per-variable pipeline.
     """
     moved = traffic("cpu", replicas)
     weight_bytes = parameter_count * FLOAT32_BYTES * moved.from_host / replicas
-    transfer_ms = transfer_milliseconds(
+    weights_ms = transfer_milliseconds(
         weight_bytes, pcie_gbps_per_gpu(hardware, replicas, to_device=True, pinned=pinned)
-    ) + transfer_milliseconds(
+    )
+    gradients_ms = transfer_milliseconds(
         gradient_bytes * moved.to_host / replicas,
         pcie_gbps_per_gpu(hardware, replicas, to_device=False, pinned=pinned),
     )
-    reduce_ms = host_sum_milliseconds(hardware, replicas, gradient_bytes)
-    reduce_ms += host_update_milliseconds(hardware, parameter_count)
-    return StepTime(0.0, transfer_ms, reduce_ms)
+    sum_ms = host_sum_milliseconds(hardware, replicas, gradient_bytes)
+    update_ms = host_update_milliseconds(hardware, parameter_count)
+    chain = (gradients_ms, sum_ms, update_ms)
+    return StepTime(
+        0.0,
+        weights_ms + gradients_ms,
+        sum_ms + update_ms,
+        pipelined_ms=sum(chain) - pipelined_milliseconds(chain, largest_fraction),
+    )
 
 
 def gpu0_hosted_step(
@@ -432,7 +486,12 @@ def mirrored_step(
 
 
 def mirror_weights_step(
-    hardware: Hardware, parameter_count: int, replicas: int, gradient_bytes: float, delayed: bool
+    hardware: Hardware,
+    parameter_count: int,
+    replicas: int,
+    gradient_bytes: float,
+    delayed: bool,
+    largest_fraction: float = 1.0,
 ) -> StepTime:
     """Working copies on the GPUs, master weights and Adam on the host. Zero compute.
 
@@ -448,6 +507,8 @@ def mirror_weights_step(
         replicas: GPUs.
         gradient_bytes: Bytes of one gradient copy.
         delayed: The host's part (copies, update, relay) runs beside the next step's compute.
+        largest_fraction: The largest variable's share: the host's part (gradient to the host,
+            update, new weights to GPU 0, relay) is a per-variable pipeline.
 
     Returns:
         The step's parts; with `delayed`, the host's part is `background_ms`.
@@ -456,21 +517,28 @@ def mirror_weights_step(
     weight_bytes = parameter_count * FLOAT32_BYTES
     all_reduce_ms = all_reduce_milliseconds(hardware, replicas, gradient_bytes)
     relayed_copies = moved.between_replicas - (replicas - 1)
-    copies_ms = (
-        transfer_milliseconds(
-            moved.to_host * gradient_bytes,
-            pcie_gbps_per_gpu(hardware, 1, to_device=False, pinned=True),
-        )
-        + transfer_milliseconds(
-            moved.from_host * weight_bytes,
-            pcie_gbps_per_gpu(hardware, 1, to_device=True, pinned=True),
-        )
-        + transfer_milliseconds(relayed_copies * weight_bytes, hardware.nvlink_gbps_per_direction)
+    to_host_ms = transfer_milliseconds(
+        moved.to_host * gradient_bytes,
+        pcie_gbps_per_gpu(hardware, 1, to_device=False, pinned=True),
+    )
+    from_host_ms = transfer_milliseconds(
+        moved.from_host * weight_bytes,
+        pcie_gbps_per_gpu(hardware, 1, to_device=True, pinned=True),
+    )
+    relay_ms = transfer_milliseconds(
+        relayed_copies * weight_bytes, hardware.nvlink_gbps_per_direction
     )
     update_ms = host_update_milliseconds(hardware, parameter_count)
+    chain = (to_host_ms, update_ms, from_host_ms, relay_ms)
+    pipelined_ms = sum(chain) - pipelined_milliseconds(chain, largest_fraction)
     if delayed:
-        return StepTime(0.0, all_reduce_ms, 0.0, background_ms=copies_ms + update_ms)
-    return StepTime(0.0, all_reduce_ms + copies_ms, update_ms)
+        return StepTime(0.0, all_reduce_ms, 0.0, background_ms=sum(chain) - pipelined_ms)
+    return StepTime(
+        0.0,
+        all_reduce_ms + to_host_ms + from_host_ms + relay_ms,
+        update_ms,
+        pipelined_ms=pipelined_ms,
+    )
 
 
 def step_time(
@@ -480,6 +548,7 @@ def step_time(
     replicas: int,
     compute_ms: float,
     gradient_bytes: float,
+    largest_fraction: float = 1.0,
 ) -> StepTime:
     """The step of one placement.
 
@@ -490,6 +559,8 @@ def step_time(
         replicas: GPUs.
         compute_ms: One replica's compute.
         gradient_bytes: Bytes of one replica's gradients.
+        largest_fraction: The largest variable's share of the parameters; 1.0 credits the
+            host's per-variable pipeline with nothing.
 
     Returns:
         The step's parts.
@@ -499,11 +570,15 @@ def step_time(
     """
     if placement in ("cpu_pinned", "cpu_pageable"):
         pinned = placement == "cpu_pinned"
-        communication = cpu_hosted_step(hardware, parameter_count, replicas, gradient_bytes, pinned)
-    elif placement in ("mirror_weights", "mirror_weights_delayed"):
+        communication = cpu_hosted_step(
+            hardware, parameter_count, replicas, gradient_bytes, pinned, largest_fraction
+        )
+    elif placement in ("mirror_weights", "mirror_weights_keras_adam", "mirror_weights_delayed"):
+        if placement == "mirror_weights_keras_adam":
+            hardware = dataclasses.replace(hardware, host_optimizer="keras")
         delayed = placement == "mirror_weights_delayed"
         communication = mirror_weights_step(
-            hardware, parameter_count, replicas, gradient_bytes, delayed
+            hardware, parameter_count, replicas, gradient_bytes, delayed, largest_fraction
         )
     elif placement == "gpu0":
         communication = gpu0_hosted_step(hardware, parameter_count, replicas, gradient_bytes)
@@ -587,7 +662,13 @@ def scaling_points(
                 model, precision, scaling.per_replica_batch(replicas)
             )
             step = step_time(
-                placement, hardware, model.parameter_count, replicas, compute_ms, gradient_bytes
+                placement,
+                hardware,
+                model.parameter_count,
+                replicas,
+                compute_ms,
+                gradient_bytes,
+                model.largest_variable_fraction,
             )
             samples = scaling.global_batch(replicas)
             speedup = samples / (step.serial_ms * 1e-3) / single_gpu_throughput
@@ -764,25 +845,36 @@ def break_even_host_gbps(
 ) -> float:
     """Host memory bandwidth at which serial `mirror_weights` reaches `fraction` of Mirrored.
 
-    Weak scaling at `batch` per GPU. Only the host update depends on the host's bandwidth, so
-    the step is (the rest) + (the update at the model's bandwidth) x (its bandwidth / the new).
+    Weak scaling at `batch` per GPU, the model's per-variable pipeline included. Only the host
+    update depends on the host's bandwidth, and more bandwidth never slows a step: bisection.
 
     Returns:
         GB/s; infinity if the rest of the step alone is already too long.
     """
     compute_ms = replica_compute_milliseconds(model, precision, batch)
     gradient_bytes = model.parameter_count * FLOAT32_BYTES
-    mirrored = step_time(
-        "mirrored", hardware, model.parameter_count, replicas, compute_ms, gradient_bytes
-    )
-    mirror_weights = step_time(
-        "mirror_weights", hardware, model.parameter_count, replicas, compute_ms, gradient_bytes
-    )
-    update_ms = host_update_milliseconds(hardware, model.parameter_count)
-    allowed_update_ms = mirrored.serial_ms / fraction - (mirror_weights.serial_ms - update_ms)
-    if allowed_update_ms <= 0:
+
+    def serial_ms(placement, host_gbps):
+        return step_time(
+            placement,
+            dataclasses.replace(hardware, host_gbps=host_gbps),
+            model.parameter_count,
+            replicas,
+            compute_ms,
+            gradient_bytes,
+            model.largest_variable_fraction,
+        ).serial_ms
+
+    def reaches(host_gbps):
+        return serial_ms("mirrored", host_gbps) / serial_ms("mirror_weights", host_gbps) >= fraction
+
+    low, high = 1e-3, 1e7
+    if not reaches(high):
         return math.inf
-    return host_streaming_gbps(hardware) * update_ms / allowed_update_ms
+    for _ in range(200):
+        middle = math.sqrt(low * high)
+        low, high = (low, middle) if reaches(middle) else (middle, high)
+    return high
 
 
 def overhead_markdown(hardware: Hardware, replicas: int) -> str:
@@ -817,7 +909,7 @@ def step_markdown(points: Sequence[ScalingPoint]) -> str:
     """A step-time table: one row per placement and GPU count."""
     headers = [
         "Placement", "GPUs", "compute ms", "transfers ms", "sum + update ms",
-        "beside the next step ms", "step ms serial", "step ms overlapped", "samples/s serial", "speedup serial", "efficiency serial",
+        "hidden by the host's pipeline ms", "beside the next step ms", "step ms serial", "step ms overlapped", "samples/s serial", "speedup serial", "efficiency serial",
         "efficiency overlapped",
     ]  # fmt: skip
     rows = [
@@ -827,6 +919,7 @@ def step_markdown(points: Sequence[ScalingPoint]) -> str:
             f"{point.step.compute_ms:.1f}",
             f"{point.step.transfer_ms:.1f}",
             f"{point.step.reduce_ms:.1f}",
+            f"{point.step.pipelined_ms:.1f}",
             f"{point.step.background_ms:.1f}",
             f"{point.step.serial_ms:.1f}",
             f"{point.step.overlapped_ms:.1f}",
@@ -995,6 +1088,7 @@ def plot_efficiency(
 PLACEMENT_COLOURS = {
     "cpu_pinned": "#1f77b4",
     "cpu_pageable": "#aec7e8",
+    "mirror_weights_keras_adam": "#bcbd22",
     "mirror_weights": "#2ca02c",
     "mirror_weights_delayed": "#98df8a",
     "gpu0": "#17becf",
