@@ -10,7 +10,7 @@ In one run, with the contestants interleaved so machine noise hits all alike:
 3. the step-time overhead of ReplicaStrategy on one device against no strategy;
 4. the bytes that cross between devices per training step, per (sender, receiver) pair, and the
    variables per device, with a separate host device (benchmarks/traffic.py);
-5. what Keras 3's Adam update costs on this host per million parameters
+5. what Keras 3's Adam and replica_strategy.FusedAdam cost on this host per million parameters
    (benchmarks/host_update.py), an input of the GPU model (scaling_model.py).
 Every figure is median [min–max] over repetitions. A contestant that cannot run gets
 "failed: <reason>" in its cell. Writes results.json, results.md and results.png (the plot needs

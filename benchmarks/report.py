@@ -260,7 +260,7 @@ def _memory_and_traffic_sections(results: dict) -> list[str]:
         ]
     update = results.get("host_update") or {}
     if update:
-        parts += ["", "## Host optimizer update: Keras 3 Adam on this CPU", ""]
+        parts += ["", "## Host optimizer update: Keras 3 Adam and FusedAdam on this CPU", ""]
         if "failed" in update:
             parts.append(f"failed: {update['failed']}")
         else:
