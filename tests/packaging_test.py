@@ -17,7 +17,13 @@ import project_wheel
 
 # The modules of the strategy itself, which must not depend on the Keras-facing ones.
 _CORE = ("_extended", "_variables", "batching", "devices", "strategy", "version")
-_KERAS_FACING = ("keras_compat", "multi_gpu_shim", "tf_keras_support", "uneven_batches")
+_KERAS_FACING = (
+    "fused_adam",
+    "keras_compat",
+    "multi_gpu_shim",
+    "tf_keras_support",
+    "uneven_batches",
+)
 
 
 class WheelTest(absltest.TestCase):
@@ -76,6 +82,7 @@ class PublicApiTest(absltest.TestCase):
         self.assertCountEqual(
             replica_strategy.__all__,
             [
+                "FusedAdam",
                 "ReplicaStrategy",
                 "__version__",
                 "exact_uneven_batches",
