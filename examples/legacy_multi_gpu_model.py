@@ -148,10 +148,17 @@ def main(argv):
             "--mirror_weights: multi_gpu_model keeps the legacy placement, every weight once on "
             "the CPU. Train with examples/train_keras.py --mirror_weights instead."
         )
+    if arguments.optimizer != "adam":
+        raise app.UsageError(
+            "--optimizer: legacy_multi_gpu_model trains with RMSprop, as multi_gpu_model's "
+            "documented example does. Train with examples/train_keras.py --optimizer=... instead. "
+            f"Received: --optimizer={arguments.optimizer}"
+        )
     devices = common.configure_devices(arguments.devices)
     values = dataclasses.asdict(arguments)
     del values["strategy"]  # Checked above: always ReplicaStrategy, through multi_gpu_model.
     del values["mirror_weights"]  # Checked above: multi_gpu_model keeps the legacy placement.
+    del values["optimizer"]  # Checked above: the legacy example's RMSprop.
     train(**values | {"devices": devices})
 
 

@@ -54,6 +54,7 @@ def train(
     model_dir: str = DEFAULT_MODEL_DIR,
     seed: int = 0,
     mirror_weights: bool = False,
+    optimizer: str = "adam",
     verbose: int = 1,
 ) -> common.TrainResult:
     """Trains with a custom loop, checkpointing each epoch and resuming from the latest one.
@@ -76,13 +77,13 @@ def train(
         print(data_lib.describe(dataset, data), flush=True)
         with distribution.scope():
             model = data_lib.build_model(data.train_images.shape[1:], hidden_units, seed)
-            optimizer = keras.optimizers.Adam(learning_rate)
-            optimizer.build(model.trainable_variables)
+            adam = common.make_optimizer(optimizer, learning_rate)
+            adam.build(model.trainable_variables)
         checkpoints = checkpoints_lib.EpochCheckpoints(
-            os.path.join(output_dir, "checkpoints"), model, optimizer
+            os.path.join(output_dir, "checkpoints"), model, adam
         )
         initial_epoch = common.resume(checkpoints, epochs)
-        train_step = _make_train_step(distribution, model, optimizer)
+        train_step = _make_train_step(distribution, model, adam)
         held_out = distribution.experimental_distribute_dataset(
             data_lib.held_out_batches(data.test_images, data.test_labels, batch_size)
         )

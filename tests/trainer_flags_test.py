@@ -1,9 +1,11 @@
 """The trainers as programs: `--help`, usage errors, and what they log (real subprocesses)."""
 
+import json
 import os
 import re
 import subprocess
 import sys
+import zipfile
 
 import tensorflow as tf
 from absl.testing import parameterized
@@ -21,6 +23,7 @@ _SHARED_FLAGS = (
     "batch_size",
     "epochs",
     "learning_rate",
+    "optimizer",
     "seed",
     "model_dir",
 )
@@ -84,6 +87,49 @@ class TrainerProgramTest(tf.test.TestCase, parameterized.TestCase):
         # MirroredStrategy logs this once, at INFO; TensorFlow's handler and absl's both printed it.
         self.assertLen(re.findall("Using MirroredStrategy with devices", run.stderr), 1)
         self.assertNotIn("INFO:tensorflow:", run.stderr)
+
+
+class OptimizerFlagTest(tf.test.TestCase, parameterized.TestCase):
+    """`--optimizer`: Keras' Adam or `replica_strategy.FusedAdam`, checkpoints shared."""
+
+    def test_help_says_when_to_choose_fused_adam(self):
+        run = _run("train_keras", "--help")
+        help_text = " ".join(run.stdout.split())  # absl wraps the help text.
+        self.assertIn("'fused_adam' (replica_strategy.FusedAdam", help_text)
+        self.assertIn("host CPU every step, as with --strategy=replica", help_text)
+        self.assertIn("about 3x faster there", help_text)
+
+    def test_unknown_optimizer_is_a_usage_error(self):
+        run = _run("train_keras", "--optimizer=sgd")
+        self.assertEqual(run.returncode, 1, run.stderr[-3000:])
+        self.assertIn("--optimizer=sgd", run.stderr)
+        self.assertIn("adam|fused_adam", run.stderr)
+
+    def test_legacy_trainer_refuses_fused_adam(self):
+        run = _run("legacy_multi_gpu_model", "--optimizer=fused_adam", *_TINY)
+        self.assertEqual(run.returncode, 1, run.stderr[-3000:])
+        self.assertIn("--optimizer: legacy_multi_gpu_model trains with RMSprop", run.stderr)
+        self.assertNotIn("Traceback", run.stderr)
+
+    @parameterized.named_parameters(
+        ("train_keras", "train_keras"), ("custom_loop", "train_custom_loop")
+    )
+    def test_a_run_resumes_with_the_other_optimizer(self, trainer):
+        # Both keep Adam's slots under the same names: epoch 1 with Keras' Adam, epoch 2 with
+        # FusedAdam from the same checkpoint.
+        model_dir = f"--model_dir={self.create_tempdir().full_path}"
+        tiny = [flag for flag in _TINY if not flag.startswith("--epochs")]
+        first = _run(trainer, *tiny, "--epochs=1", model_dir)
+        self.assertEqual(first.returncode, 0, first.stderr[-3000:])
+        second = _run(trainer, *tiny, "--epochs=2", "--optimizer=fused_adam", model_dir)
+        self.assertEqual(second.returncode, 0, second.stderr[-3000:])
+        self.assertIn("Resumed from checkpoint", second.stdout)
+        self.assertIn("after epoch 1 of 2", second.stdout)
+        if trainer == "train_keras":  # The saved model names its optimizer.
+            path = model_dir.removeprefix("--model_dir=") + "/model.keras"
+            with zipfile.ZipFile(path) as archive:
+                config = json.loads(archive.read("config.json"))
+            self.assertEqual(config["compile_config"]["optimizer"]["class_name"], "FusedAdam")
 
 
 if __name__ == "__main__":
