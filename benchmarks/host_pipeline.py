@@ -45,11 +45,14 @@ class HostWaits:
             it waits for (directly or through other ops, on any device).
         weight_send_waits: The same for each tensor the host sends to a replica after the
             gradients arrived (the new weights).
+        float_sends: Float tensors the host sends to the replica devices in the step, whatever
+            they wait for (an optimizer that writes a variable twice sends it twice).
     """
 
     gradient_arrivals: int
     write_waits: tuple[int, ...]
     weight_send_waits: tuple[int, ...]
+    float_sends: int
 
     def pipelined(self, arrivals_per_variable: int) -> bool:
         """Whether nothing waits for more than one variable's gradients."""
@@ -108,15 +111,27 @@ def host_waits(function_graph, host: str = HOST) -> HostWaits:
     def on_host(node):
         return _canonical(node.device) == host
 
+    floats = (
+        tf.float32.as_datatype_enum,
+        tf.float16.as_datatype_enum,
+        tf.bfloat16.as_datatype_enum,
+    )
     arrivals = {
         node.name
         for node in nodes.values()
         if node.op == "_Recv"
         and on_host(node)
         and _canonical(node.attr["send_device"].s.decode()) != host
-        and node.attr["tensor_type"].type
-        in (tf.float32.as_datatype_enum, tf.float16.as_datatype_enum, tf.bfloat16.as_datatype_enum)
+        and node.attr["tensor_type"].type in floats
     }
+    float_sends = [
+        node.name
+        for node in nodes.values()
+        if node.op == "_Send"
+        and on_host(node)
+        and _canonical(node.attr["recv_device"].s.decode()) != host
+        and node.attr["T"].type in floats
+    ]
 
     writes = [
         node.name
@@ -137,6 +152,7 @@ def host_waits(function_graph, host: str = HOST) -> HostWaits:
         gradient_arrivals=len(gradients),
         write_waits=tuple(sorted(len(ancestors(name) & gradients) for name in writes)),
         weight_send_waits=tuple(sorted(len(ancestors(name) & gradients) for name in weight_sends)),
+        float_sends=len(float_sends),
     )
 
 
@@ -159,8 +175,8 @@ def measure(replicas: int, mirror_weights: bool, optimizer: str, layers: int = 3
         replicas: Replica devices, "/cpu:1" ... "/cpu:N".
         mirror_weights: `ReplicaStrategy`'s placement.
         optimizer: "adam" (Keras 3), "fused_adam" (`replica_strategy.FusedAdam`), or either with
-            "+global_clipnorm" (a global norm over all gradients) or "+loss_scale" (Keras'
-            `LossScaleOptimizer`).
+            "+global_clipnorm" (a global norm over all gradients), "+weight_decay" (0.004, as
+            Keras' AdamW) or "+loss_scale" (Keras' `LossScaleOptimizer`).
         layers: Hidden Dense layers; each adds two trainable variables.
     """
     import keras  # noqa: PLC0415
@@ -185,11 +201,13 @@ def measure(replicas: int, mirror_weights: bool, optimizer: str, layers: int = 3
             + [keras.layers.Dense(1)]
         )
         built = optimizer_class(
-            1e-3, global_clipnorm=1.0 if modifier == "global_clipnorm" else None
+            1e-3,
+            global_clipnorm=1.0 if modifier == "global_clipnorm" else None,
+            weight_decay=0.004 if modifier == "weight_decay" else None,
         )
         if modifier == "loss_scale":
             built = keras.optimizers.LossScaleOptimizer(built)
-        elif modifier not in ("", "global_clipnorm"):
+        elif modifier not in ("", "global_clipnorm", "weight_decay"):
             raise ValueError(f"Unknown optimizer modifier in optimizer={optimizer!r}.")
         model.compile(optimizer=built, loss="mse")
     rows = 8 * replicas

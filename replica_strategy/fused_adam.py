@@ -22,8 +22,10 @@ class FusedAdam(keras.optimizers.Adam):
     Everything else is Keras' Adam: the arguments, the formula (the same sequence of roundings
     is not promised: results agree to float32 rounding, about 1e-6 relative after a few steps),
     the slot variables and their names, so a checkpoint of either optimizer restores into the
-    other; `amsgrad` runs `ResourceApplyAdamWithAmsgrad`; weight decay, gradient clipping, EMA,
-    loss scaling and gradient accumulation happen around the update as in Keras. Sparse
+    other; `amsgrad` runs `ResourceApplyAdamWithAmsgrad`; gradient clipping, EMA, loss scaling
+    and gradient accumulation happen around the update as in Keras. `weight_decay` (AdamW's)
+    is applied as Keras does, but in the same update as Adam's step, so that with
+    `mirror_weights` the new weights go to the replicas once per step, not twice. Sparse
     gradients (`tf.IndexedSlices`, from an `Embedding`) take Keras' own update, which touches
     only the rows they name. It works under any strategy, or none.
 
@@ -33,7 +35,15 @@ class FusedAdam(keras.optimizers.Adam):
     ```
     """
 
+    def _apply_weight_decay(self, variables):
+        # Keras decays every variable in an update of its own before the optimizer's update.
+        # Under `ReplicaStrategy(mirror_weights=True)` every update of a variable sends its new
+        # value to the replicas, so the decay is applied inside `update_step` instead: the same
+        # ops in the same order, one send.
+        del variables
+
     def update_step(self, gradient, variable, learning_rate):
+        self._decay_weight(variable, learning_rate)
         if isinstance(gradient, tf.IndexedSlices):
             return super().update_step(gradient, variable, learning_rate)
         index = self._get_variable_index(variable)
@@ -60,6 +70,14 @@ class FusedAdam(keras.optimizers.Adam):
                 vhat=_handle(self._velocity_hats[index]), **arguments
             )
         return tf.raw_ops.ResourceApplyAdam(**arguments)
+
+    def _decay_weight(self, variable, learning_rate):
+        """What Keras' `_apply_weight_decay` does to one variable."""
+        if self.weight_decay is None or not self._use_weight_decay(variable):
+            return
+        learning_rate = tf.cast(learning_rate, variable.dtype)
+        weight_decay = tf.cast(self.weight_decay, variable.dtype)
+        self.assign_sub(variable, variable * weight_decay * learning_rate)
 
 
 def _handle(variable):

@@ -38,6 +38,15 @@ class HostPipelineTest(tf.test.TestCase):
         waits = host_pipeline.measure(2, True, "fused_adam", layers=_LAYERS)
         self.assertLen(waits.write_waits, _VARIABLES)
 
+    def test_weight_decay_sends_each_new_value_once_with_fused_adam(self):
+        # Keras decays each variable in an update of its own, so AdamW's weights leave the host
+        # twice per step; FusedAdam decays inside its one update.
+        keras_adamw = host_pipeline.measure(2, True, "adam+weight_decay", layers=_LAYERS)
+        fused = host_pipeline.measure(2, True, "fused_adam+weight_decay", layers=_LAYERS)
+        self.assertEqual(keras_adamw.float_sends, 2 * _VARIABLES)
+        self.assertEqual(fused.float_sends, _VARIABLES)
+        self.assertEqual(fused.weight_send_waits, (1,) * _VARIABLES)
+
     def test_default_mode_updates_each_variable_after_its_own_n_gradients(self):
         for replicas in (2, 4):
             with self.subTest(replicas=replicas):
