@@ -91,7 +91,7 @@ def _numpy(variables):
     return [np.asarray(_tf_variable(variable).numpy()) for variable in variables]
 
 
-_STATE_KINDS = ("iteration", "learning_rate", "momentum", "velocity_hat", "velocity")
+_STATE_KINDS = ("iteration", "learning_rate", "momentum", "velocity_hat", "velocity", "average")
 
 
 def _slots(optimizer):
@@ -207,6 +207,20 @@ class NumericsTest(_TestCase):
         self.assertMatchesAdam(fused, reference)
         plain = _fit(strategy, FusedAdam, beta_2=0.6)
         self.assertGreater(_max_difference(plain.get_weights(), fused.get_weights()), 0.01)
+
+    @parameterized.named_parameters(
+        ("no_strategy", lambda: None),
+        ("replica_two_replicas", lambda: _replica_strategy(2)),
+        ("mirror_weights_two_replicas", lambda: _replica_strategy(2, mirror_weights=True)),
+    )
+    def test_weight_decay_clipping_and_ema_match_adam(self, make_strategy):
+        # Keras applies these around `update_step`, so FusedAdam takes them as Adam does.
+        strategy = make_strategy()
+        options = dict(weight_decay=0.05, global_clipnorm=0.5, use_ema=True)
+        reference = _fit(strategy, keras.optimizers.Adam, **options)
+        fused = _fit(strategy, FusedAdam, **options)
+        self.assertMatchesAdam(fused, reference)
+        self.assertTrue(any(kind == "average" for _, kind in _slots(fused.optimizer)))
 
     @parameterized.named_parameters(
         ("replica_two_replicas", lambda: _replica_strategy(2)),
