@@ -22,12 +22,13 @@ class FusedAdam(keras.optimizers.Adam):
     Everything else is Keras' Adam: the arguments, the formula (the same sequence of roundings
     is not promised: results agree to float32 rounding, about 1e-6 relative after a few steps),
     the slot variables and their names, so a checkpoint of either optimizer restores into the
-    other; `amsgrad` runs `ResourceApplyAdamWithAmsgrad`; gradient clipping, EMA, loss scaling
-    and gradient accumulation happen around the update as in Keras. `weight_decay` (AdamW's)
-    is applied as Keras does, but in the same update as Adam's step, so that with
-    `mirror_weights` the new weights go to the replicas once per step, not twice. Sparse
-    gradients (`tf.IndexedSlices`, from an `Embedding`) take Keras' own update, which touches
-    only the rows they name. It works under any strategy, or none.
+    other; gradient clipping, EMA, loss scaling and gradient accumulation happen around the
+    update as in Keras. `weight_decay` (AdamW's) is applied as Keras does, but in the same
+    update as Adam's step, so that with `mirror_weights` the new weights go to the replicas
+    once per step, not twice. Two cases take Keras' own update: sparse gradients
+    (`tf.IndexedSlices`, from an `Embedding`), which it applies to the rows they name only, and
+    `amsgrad=True`, whose fused kernel XLA cannot compile (`jit_compile=True` is Keras' default
+    on a GPU without a strategy). It works under any strategy, or none, with or without XLA.
 
     ```python
     with strategy.scope():
@@ -44,7 +45,10 @@ class FusedAdam(keras.optimizers.Adam):
 
     def update_step(self, gradient, variable, learning_rate):
         self._decay_weight(variable, learning_rate)
-        if isinstance(gradient, tf.IndexedSlices):
+        if isinstance(gradient, tf.IndexedSlices) or self.amsgrad:
+            # Keras' own update: it touches only the rows a sparse gradient names, and XLA
+            # (`jit_compile=True`, Keras' default on a GPU without a strategy) has no kernel for
+            # `ResourceApplyAdamWithAmsgrad`.
             return super().update_step(gradient, variable, learning_rate)
         index = self._get_variable_index(variable)
         dtype = variable.dtype
@@ -65,10 +69,6 @@ class FusedAdam(keras.optimizers.Adam):
             epsilon=as_dtype(self.epsilon),
             grad=as_dtype(gradient),
         )
-        if self.amsgrad:
-            return tf.raw_ops.ResourceApplyAdamWithAmsgrad(
-                vhat=_handle(self._velocity_hats[index]), **arguments
-            )
         return tf.raw_ops.ResourceApplyAdam(**arguments)
 
     def _decay_weight(self, variable, learning_rate):
