@@ -124,28 +124,20 @@ def host_waits(function_graph, host: str = HOST) -> HostWaits:
         and _canonical(node.attr["send_device"].s.decode()) != host
         and node.attr["tensor_type"].type in floats
     }
-    float_sends = [
-        node.name
+    sends_to_replicas = [
+        node
         for node in nodes.values()
         if node.op == "_Send"
         and on_host(node)
         and _canonical(node.attr["recv_device"].s.decode()) != host
-        and node.attr["T"].type in floats
     ]
-
+    float_sends = [node.name for node in sends_to_replicas if node.attr["T"].type in floats]
     writes = [
         node.name
         for node in nodes.values()
         if on_host(node) and _is_write(node.op) and ancestors(node.name) & arrivals
     ]
-    weight_sends = [
-        node.name
-        for node in nodes.values()
-        if node.op == "_Send"
-        and on_host(node)
-        and _canonical(node.attr["recv_device"].s.decode()) != host
-        and ancestors(node.name) & arrivals
-    ]
+    weight_sends = [node.name for node in sends_to_replicas if ancestors(node.name) & arrivals]
     # Replicas also send scalars (their loss terms): a gradient is what some write waits for.
     gradients = frozenset().union(*(ancestors(name) & arrivals for name in writes))
     return HostWaits(
@@ -226,6 +218,8 @@ CASES = (
     (True, "adam"),
     (True, "fused_adam"),
     (True, "fused_adam+global_clipnorm"),
+    (True, "adam+weight_decay"),
+    (True, "fused_adam+weight_decay"),
     (False, "adam"),
     (False, "fused_adam"),
 )
@@ -235,8 +229,9 @@ def table(replica_counts: Sequence[int]) -> str:
     """A Markdown table of `HostWaits` per placement, optimizer and replica count."""
     lines = [
         "| Placement | Optimizer | Replicas | Gradient arrivals at the host | Most any write "
-        "waits for | Most any weight sent back waits for | Per-variable pipeline |",
-        "|---|---|---|---|---|---|---|",
+        "waits for | Most any weight sent back waits for | Float tensors sent to the replicas "
+        "| Per-variable pipeline |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for replicas in replica_counts:
         for mirror_weights, optimizer in CASES:
@@ -246,7 +241,7 @@ def table(replica_counts: Sequence[int]) -> str:
             lines.append(
                 f"| {'`mirror_weights`' if mirror_weights else 'default'} | {optimizer} | "
                 f"{replicas} | {waits.gradient_arrivals} | {max(waits.write_waits)} | "
-                f"{'none sent' if sends is None else sends} | "
+                f"{'none sent' if sends is None else sends} | {waits.float_sends} | "
                 f"{'yes' if waits.pipelined(per_variable) else 'no'} |"
             )
     return "\n".join(lines)
