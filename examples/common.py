@@ -22,6 +22,8 @@ import tensorflow as tf
 from absl import app, flags, logging
 
 import replica_strategy
+from examples import data as data_lib
+from examples import model_dir as model_dir_lib
 
 STRATEGIES = ("replica", "mirrored", "central_storage", "one_device", "multi_worker", "default")
 DATASETS = ("digits", "synthetic")
@@ -460,6 +462,37 @@ def output_dir(strategy, model_dir: str) -> tuple[str, bool]:
     if is_chief:
         return model_dir, True
     return os.path.join(model_dir, f"workertemp_{task_id}"), False
+
+
+@contextlib.contextmanager
+def prepared_run(
+    *,
+    strategy: str,
+    devices: list[str] | None,
+    mirror_weights: bool,
+    model_dir: str,
+    dataset: str,
+    num_samples: int | None,
+    image_size: int,
+    seed: int,
+):
+    """What both trainers do before their model: strategy, output directory, seed, data.
+
+    The strategy is the first TensorFlow object made (MultiWorkerMirroredStrategy must exist
+    before other TF work). This process's output directory stays locked until the block ends.
+
+    Yields:
+      (the strategy, this process's output directory, the loaded `data_lib` data).
+    """
+    if is_local(strategy):
+        devices = devices or default_devices()
+    distribution = make_strategy(strategy, devices, **replica_options(mirror_weights))
+    directory, _ = output_dir(distribution, model_dir)
+    with model_dir_lib.exclusive(directory):
+        keras.utils.set_random_seed(seed)
+        data = data_lib.load(dataset, num_samples, image_size, seed)
+        print(data_lib.describe(dataset, data), flush=True)
+        yield distribution, directory, data
 
 
 def write_summary(directory: str, summary: dict) -> str:

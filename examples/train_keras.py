@@ -32,7 +32,6 @@ from absl import app, flags  # noqa: E402
 from examples import checkpoints as checkpoints_lib  # noqa: E402
 from examples import common  # noqa: E402
 from examples import data as data_lib  # noqa: E402
-from examples import model_dir as model_dir_lib  # noqa: E402
 
 flags.adopt_module_key_flags(common)  # --help lists the shared flags as this trainer's own.
 
@@ -87,15 +86,16 @@ def train(
       checkpoints.CorruptCheckpointError: a committed checkpoint's file is damaged.
       checkpoints.ModelMismatchError: the checkpoints in `model_dir` are of another model.
     """
-    if common.is_local(strategy):
-        devices = devices or common.default_devices()
-    # First TF object: MultiWorkerMirroredStrategy must exist before other TF work.
-    distribution = common.make_strategy(strategy, devices, **common.replica_options(mirror_weights))
-    output_dir, _ = common.output_dir(distribution, model_dir)
-    with model_dir_lib.exclusive(output_dir):
-        keras.utils.set_random_seed(seed)
-        data = data_lib.load(dataset, num_samples, image_size, seed)
-        print(data_lib.describe(dataset, data), flush=True)
+    with common.prepared_run(
+        strategy=strategy,
+        devices=devices,
+        mirror_weights=mirror_weights,
+        model_dir=model_dir,
+        dataset=dataset,
+        num_samples=num_samples,
+        image_size=image_size,
+        seed=seed,
+    ) as (distribution, output_dir, data):
         with distribution.scope():
             model = data_lib.build_model(data.train_images.shape[1:], hidden_units, seed)
             model.compile(
