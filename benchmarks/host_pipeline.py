@@ -27,7 +27,9 @@ from collections.abc import Sequence
 
 from absl import app, flags
 
-HOST = "/cpu:0"
+from benchmarks import traffic
+
+HOST = traffic.HOST  # the parameter device; the replicas are /cpu:1 ... /cpu:N
 # Ops that write a resource variable: Keras 3's Adam ends with AssignSubVariableOp, FusedAdam and
 # tf_keras' legacy optimizers run one ResourceApply* kernel.
 _WRITE_OPS = ("AssignVariableOp", "AssignAddVariableOp", "AssignSubVariableOp")
@@ -59,13 +61,6 @@ class HostWaits:
         return max(self.write_waits + self.weight_send_waits, default=0) <= arrivals_per_variable
 
 
-def _canonical(device: str) -> str:
-    import tensorflow as tf  # noqa: PLC0415
-
-    spec = tf.DeviceSpec.from_string(device)
-    return f"/{spec.device_type.lower()}:{spec.device_index}"
-
-
 def _is_write(op: str) -> bool:
     return op in _WRITE_OPS or op.startswith(_WRITE_OP_PREFIX)
 
@@ -73,6 +68,8 @@ def _is_write(op: str) -> bool:
 def host_waits(function_graph, host: str = HOST) -> HostWaits:
     """Reads `HostWaits` from one function's partition graphs (a `RunMetadata.FunctionGraphs`)."""
     import tensorflow as tf  # noqa: PLC0415
+
+    from benchmarks import contestants  # noqa: PLC0415  (imports TensorFlow)
 
     nodes = {
         node.name: node for partition in function_graph.partition_graphs for node in partition.node
@@ -109,7 +106,7 @@ def host_waits(function_graph, host: str = HOST) -> HostWaits:
         return ancestors_cache[name]
 
     def on_host(node):
-        return _canonical(node.device) == host
+        return contestants.canonical_device(node.device) == host
 
     floats = (
         tf.float32.as_datatype_enum,
@@ -121,7 +118,7 @@ def host_waits(function_graph, host: str = HOST) -> HostWaits:
         for node in nodes.values()
         if node.op == "_Recv"
         and on_host(node)
-        and _canonical(node.attr["send_device"].s.decode()) != host
+        and contestants.canonical_device(node.attr["send_device"].s.decode()) != host
         and node.attr["tensor_type"].type in floats
     }
     sends_to_replicas = [
@@ -129,7 +126,7 @@ def host_waits(function_graph, host: str = HOST) -> HostWaits:
         for node in nodes.values()
         if node.op == "_Send"
         and on_host(node)
-        and _canonical(node.attr["recv_device"].s.decode()) != host
+        and contestants.canonical_device(node.attr["recv_device"].s.decode()) != host
     ]
     float_sends = [node.name for node in sends_to_replicas if node.attr["T"].type in floats]
     writes = [
@@ -145,16 +142,6 @@ def host_waits(function_graph, host: str = HOST) -> HostWaits:
         write_waits=tuple(sorted(len(ancestors(name) & gradients) for name in writes)),
         weight_send_waits=tuple(sorted(len(ancestors(name) & gradients) for name in weight_sends)),
         float_sends=len(float_sends),
-    )
-
-
-def training_function_graph(run_metadata):
-    """The function graph with the most cross-device receives: the training step."""
-    return max(
-        run_metadata.function_graphs,
-        key=lambda graph: sum(
-            node.op == "_Recv" for partition in graph.partition_graphs for node in partition.node
-        ),
     )
 
 
@@ -211,7 +198,7 @@ def measure(replicas: int, mirror_weights: bool, optimizer: str, layers: int = 3
         run_metadata = context.context().export_run_metadata()
     finally:
         context.context().disable_run_metadata()
-    return host_waits(training_function_graph(run_metadata))
+    return host_waits(traffic.training_function_graph(run_metadata))
 
 
 CASES = (

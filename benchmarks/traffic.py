@@ -152,27 +152,37 @@ def _make_strategy(configuration: str, replicas: int):
     )
 
 
-def _training_recvs(run_metadata) -> dict[str, tuple[str, str]]:
-    """{_Recv node: (sender, receiver)} of the function graph with the most cross-device edges.
+def training_function_graph(run_metadata):
+    """The function graph with the most cross-device receives: the training step.
 
-    That is the training step: the iterator's and the callbacks' functions cross little or not
-    at all.
+    The iterator's and the callbacks' functions cross little or not at all. None if no function
+    ran.
     """
+    return max(
+        run_metadata.function_graphs,
+        key=lambda graph: sum(
+            node.op in _RECV_OPS for partition in graph.partition_graphs for node in partition.node
+        ),
+        default=None,
+    )
+
+
+def _training_recvs(run_metadata) -> dict[str, tuple[str, str]]:
+    """{_Recv node: (sender, receiver)} of the training step's function graph."""
     from benchmarks import contestants  # noqa: PLC0415  (imports TensorFlow)
 
-    graphs = [
-        {
-            node.name: (
-                contestants.canonical_device(node.attr["send_device"].s.decode()),
-                contestants.canonical_device(node.attr["recv_device"].s.decode()),
-            )
-            for partition in function_graph.partition_graphs
-            for node in partition.node
-            if node.op in _RECV_OPS
-        }
-        for function_graph in run_metadata.function_graphs
-    ]
-    return max(graphs, key=len, default={})
+    graph = training_function_graph(run_metadata)
+    if graph is None:
+        return {}
+    return {
+        node.name: (
+            contestants.canonical_device(node.attr["send_device"].s.decode()),
+            contestants.canonical_device(node.attr["recv_device"].s.decode()),
+        )
+        for partition in graph.partition_graphs
+        for node in partition.node
+        if node.op in _RECV_OPS
+    }
 
 
 def _last_step(tensors: list[LoggedTensor], recvs: dict) -> list[LoggedTensor]:

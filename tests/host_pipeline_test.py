@@ -15,7 +15,7 @@ import tensorflow as tf
 from tensorflow.python.eager import context
 
 import replica_strategy
-from benchmarks import host_pipeline
+from benchmarks import host_pipeline, traffic
 
 _LAYERS = 3  # hidden Dense layers: with the output layer, 8 trainable variables
 _VARIABLES = 2 * (_LAYERS + 1)
@@ -85,7 +85,7 @@ class HostPipelineTest(tf.test.TestCase):
             run_metadata = context.context().export_run_metadata()
         finally:
             context.context().disable_run_metadata()
-        waits = host_pipeline.host_waits(host_pipeline.training_function_graph(run_metadata))
+        waits = host_pipeline.host_waits(traffic.training_function_graph(run_metadata))
         # Every write waits for every gradient that reaches the host (some of the 4 variables'
         # gradients are constants here, folded on the host).
         self.assertGreater(waits.gradient_arrivals, 2)
