@@ -26,7 +26,6 @@ import logging
 import threading
 import weakref
 
-import numpy as np
 from tensorflow.python.autograph.core import ag_ctx as autograph_ctx
 from tensorflow.python.autograph.impl import api as autograph
 from tensorflow.python.distribute import (
@@ -55,8 +54,6 @@ from replica_strategy import _device_all_reduce, _mirrored_weights, _variables, 
 _AUTO = variable_scope.VariableSynchronization.AUTO
 _ON_READ = variable_scope.VariableSynchronization.ON_READ
 _ON_WRITE = variable_scope.VariableSynchronization.ON_WRITE
-# The update function of tf_keras' (legacy) OptimizerV2.apply_gradients.
-_TF_KERAS_APPLY_GRADIENT = "OptimizerV2._distributed_apply.<locals>.apply_grad_to_update_var"
 _VALID_AGGREGATIONS = (
     variable_scope.VariableAggregation.NONE,
     variable_scope.VariableAggregation.SUM,
@@ -102,6 +99,7 @@ class ReplicaExtended(parameter_server_strategy.ParameterServerStrategyExtended)
         # any batch whole, and skips the optional-element checks on every step.
         self.experimental_enable_get_next_as_optional = len(devices) > 1
         self._run = _RunState()
+        self._building_from_first_batch = threading.local()
         self._traced_around_replicas = weakref.WeakKeyDictionary()
 
     # -- replicas ------------------------------------------------------------------------------
@@ -116,8 +114,6 @@ class ReplicaExtended(parameter_server_strategy.ParameterServerStrategyExtended)
             # What mirrored_run would do to `fn`; it leaves the wrapper below unconverted.
             fn = autograph.tf_convert(fn, autograph_ctx.control_status_ctx())
         rows = _rows_per_replica((args, kwargs), self._num_replicas_in_sync)
-        # Merge functions run in this thread, each replica in a thread of its own: both see the
-        # row counts of this call, and no other thread's.
         with self._run.holding(rows):
             return mirrored_run.call_for_each_replica(
                 strategy, self._run.wrap(fn, rows), args, kwargs
@@ -150,6 +146,14 @@ class ReplicaExtended(parameter_server_strategy.ParameterServerStrategyExtended)
     # -- variables -----------------------------------------------------------------------------
 
     def _create_variable(self, next_creator, **kwargs):
+        if kwargs.get("synchronization", _AUTO) == variable_scope.VariableSynchronization.NONE:
+            # As every tf.distribute strategy: a variable must say how replicas keep it in sync.
+            raise ValueError(
+                "`NONE` variable synchronization mode is not supported with ReplicaStrategy "
+                "(nor any tf.distribute strategy). Please change the `synchronization` for "
+                f"variable: {kwargs.get('name')!r}. Received: synchronization=NONE; use AUTO "
+                "(the default), ON_WRITE, or ON_READ."
+            )
         if kwargs.get("synchronization", _AUTO) == _AUTO:
             # What AUTO means under every tf.distribute strategy; variables report it.
             kwargs["synchronization"] = _ON_WRITE
@@ -194,10 +198,8 @@ class ReplicaExtended(parameter_server_strategy.ParameterServerStrategyExtended)
 
     def _update(self, var, fn, args, kwargs, group):
         if isinstance(var, _mirrored_weights.MirroredWeight):
-            self._require_aggregated_gradient(var, fn, args)
             return self._update_mirrored_weight(var, fn, args, kwargs, group)
         if not isinstance(var, values.DistributedVariable):
-            self._require_aggregated_gradient(var, fn, args)
             return super()._update(var, fn, args, kwargs, group)
         # Per-replica (ON_READ) variables: the same update on every copy.
         updates = []
@@ -220,47 +222,6 @@ class ReplicaExtended(parameter_server_strategy.ParameterServerStrategyExtended)
         result = _mirrored_weights.after(refreshed, result, var)
         return result if group else nest.map_structure(self._local_results, result)
 
-    def _require_aggregated_gradient(self, var, fn, args):
-        """Raises where the one copy of `var` would take one replica's gradient for all.
-
-        tf_keras' `apply_gradients(..., experimental_aggregate_gradients=False)` hands the update
-        each replica's own gradient; MirroredStrategy applies each to that replica's copy, and
-        TensorFlow's parameter-server update would apply replica 0's to the one copy, dropping
-        the others silently. A gradient that came out of a reduction of this step (the
-        optimizer's own, a LossScaleOptimizer's, or the user's `all_reduce`) is every
-        replica's: that one is applied.
-        """
-        if (
-            self._num_replicas_in_sync == 1
-            or getattr(fn, "__qualname__", None) != _TF_KERAS_APPLY_GRADIENT
-            or not args
-            or self._run.reduced is None
-        ):
-            return
-        if all(self._is_one_gradient(leaf) for leaf in nest.flatten(args[0])):
-            return
-        raise NotImplementedError(
-            "ReplicaStrategy keeps one copy of each variable, so it cannot apply a different "
-            f"gradient from each replica to {var.name!r}, as MirroredStrategy does to its copies "
-            "with apply_gradients(..., experimental_aggregate_gradients=False). Let the "
-            "optimizer aggregate them (experimental_aggregate_gradients=True, the default), or "
-            "sum them yourself first: tf.distribute.get_replica_context().all_reduce('sum', "
-            "gradients)."
-        )
-
-    def _is_one_gradient(self, value):
-        """Whether `value` is known to be the same on every replica (see above)."""
-        parts = value.values if isinstance(value, values.DistributedValues) else (value,)
-        if all(self._run.came_from_reduction(part) for part in parts):
-            return True
-        # all_reduce hands each replica an identity of its part, made eagerly after the merge:
-        # in eager mode, compare the values instead.
-        return (
-            len(parts) > 1
-            and all(isinstance(part, ops.EagerTensor) for part in parts)
-            and all(np.array_equal(part.numpy(), parts[0].numpy()) for part in parts[1:])
-        )
-
     def read_var(self, var):
         if isinstance(var, _mirrored_weights.MirroredWeight):
             return array_ops.identity(var.master)
@@ -278,23 +239,19 @@ class ReplicaExtended(parameter_server_strategy.ParameterServerStrategyExtended)
 
     def _reduce_to(self, reduce_op, value, destinations, options):
         value = self._finite_from_empty_replicas(value)
-        return self._run.record_reduced(
-            self._reduce_leaves(reduce_op, value, destinations, options)
-        )
+        return self._reduce_leaves(reduce_op, value, destinations, options)
 
     def _batch_reduce_to(self, reduce_op, value_destination_pairs, options):
         # Checks every value in one pass: one branch per replica, whatever the number of values.
         values_to_reduce = self._finite_from_empty_replicas(
             [value for value, _ in value_destination_pairs]
         )
-        return self._run.record_reduced(
-            [
-                self._reduce_leaves(reduce_op, value, destinations, options, in_batch=True)
-                for value, (_, destinations) in zip(
-                    values_to_reduce, value_destination_pairs, strict=True
-                )
-            ]
-        )
+        return [
+            self._reduce_leaves(reduce_op, value, destinations, options, in_batch=True)
+            for value, (_, destinations) in zip(
+                values_to_reduce, value_destination_pairs, strict=True
+            )
+        ]
 
     def _reduce_leaves(self, reduce_op, value, destinations, options, in_batch=False):
         def reduce_one(leaf):
@@ -436,7 +393,30 @@ class ReplicaExtended(parameter_server_strategy.ParameterServerStrategyExtended)
             dataset_fn, input_workers, input_contexts, self._container_strategy(), options
         )
 
+    # -- Keras' build from the first batch --------------------------------------------------
+
+    @contextlib.contextmanager
+    def reducing_first_batch_to_build(self):
+        """Marks the `reduce` calls in its body as Keras' build-time reduce (`_keras3_trainer`)."""
+        outer = getattr(self._building_from_first_batch, "active", False)
+        self._building_from_first_batch.active = True
+        try:
+            yield
+        finally:
+            self._building_from_first_batch.active = outer
+
+    def reducing_first_batch_to_build_now(self) -> bool:
+        return getattr(self._building_from_first_batch, "active", False)
+
     # -- facts ---------------------------------------------------------------------------------
+
+    @property
+    def weights_rows(self) -> bool:
+        """Whether every model weighs each row 1/B in the gradient (`_row_weights`).
+
+        False with the even split: tf.distribute's convention, unless a model asks for it.
+        """
+        return False
 
     @property
     def merge_device(self):
@@ -491,25 +471,21 @@ def _rows_per_replica(structure, num_replicas):
 
 
 class _RunState(threading.local):
-    """What the `run` under way in this thread knows, per thread so concurrent runs stay apart.
+    """Each replica's row count in the `run` under way in this thread (None: no batched input).
 
-    `rows`: each replica's row count (None: no batched input). `reduced`: what reductions of
-    this run returned, by id (None outside a run); merge functions run in the calling thread.
+    Per thread, so that concurrent runs stay apart; merge functions run in the calling thread,
+    each replica in a thread of its own, and both see the counts of their own call.
     """
 
     rows = None
-    reduced = None
 
     @contextlib.contextmanager
     def holding(self, rows):
-        outer_rows, outer_reduced = self.rows, self.reduced
-        self.rows = rows
-        if outer_reduced is None:  # A run nested in a merge function shares its run's record.
-            self.reduced = {}
+        outer_rows, self.rows = self.rows, rows
         try:
             yield
         finally:
-            self.rows, self.reduced = outer_rows, outer_reduced
+            self.rows = outer_rows
 
     def wrap(self, fn, rows):
         """`fn`, holding `rows` in the replica thread that runs it."""
@@ -519,26 +495,6 @@ class _RunState(threading.local):
                 return fn(*args, **kwargs)
 
         return autograph.autograph_artifact(replica_fn)
-
-    def came_from_reduction(self, value):
-        """Whether `value` is what a reduction of this run returned, or an identity of it."""
-        while id(value) not in self.reduced:
-            # all_reduce passes its results through identities (for its custom gradient).
-            if not tensor_util.is_tf_type(value) or isinstance(value, ops.EagerTensor):
-                return False
-            if value.op.type not in ("Identity", "IdentityN"):
-                return False
-            value = value.op.inputs[value.value_index]
-        return True
-
-    def record_reduced(self, result):
-        """Notes each value in `result` (and each replica's part of it) as a reduction's."""
-        if self.reduced is not None:
-            for leaf in nest.flatten(result):
-                parts = leaf.values if isinstance(leaf, values.DistributedValues) else (leaf,)
-                for part in (leaf, *parts):
-                    self.reduced[id(part)] = part  # Held, so that no other value takes its id.
-        return result
 
 
 def _finite_if_empty(rows, tensors):

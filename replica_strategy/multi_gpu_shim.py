@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING
 
 import tensorflow as tf
 
+from replica_strategy import _keras3_trainer, _row_weights, tf_keras_support
 from replica_strategy import devices as devices_lib
-from replica_strategy import tf_keras_support, uneven_batches
 from replica_strategy.strategy import ReplicaStrategy
 
 if TYPE_CHECKING:
@@ -89,7 +89,7 @@ def multi_gpu_model(
         _relocate_weights(model, strategy.parameter_device, keras_module)
     parallel = _clone_sharing_weights(model, strategy, keras_module)
     if _is_tf_keras(keras_module):
-        uneven_batches.weight_tf_keras_losses_by_rows(parallel, strategy)
+        _row_weights.ask_for_exact_rows(parallel)
     else:
         # tf_keras' compile enters the model's strategy scope itself; Keras 3's does not, and a
         # loss tracker or optimizer built outside the scope would not be distributed.
@@ -362,7 +362,8 @@ def _compile_in_scope(model, strategy) -> None:
         with strategy.scope():
             optimizer = _optimizer_in_scope(optimizer, strategy)
             result = compile_outside_scope(optimizer, *args, **kwargs)
-        uneven_batches.weight_replica_losses_by_rows(model, strategy)
+        _row_weights.ask_for_exact_rows(model)
+        _keras3_trainer.weight_losses_by_rows(model)
         return result
 
     # object.__setattr__: a method is not state Keras should track or save.

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Sequence
 
 import tensorflow as tf
 from tensorflow.python.distribute import distribute_lib
 
+from replica_strategy import _adapters
 from replica_strategy import devices as devices_lib
 from replica_strategy._extended import ReplicaExtended
 
@@ -111,6 +111,17 @@ class ReplicaStrategy(distribute_lib.Strategy):
             ReplicaExtended(self, compute_devices, parameter_device, merge_device, mirror_weights)
         )
         distribute_lib.distribution_strategy_gauge.get_cell("V2").set("ReplicaStrategy")
+        _adapters.install()
+
+    def scope(self):
+        """The strategy's scope, as `tf.distribute.Strategy.scope`.
+
+        Entering it also adapts Keras and tf_keras where they decide about distributed training
+        in their own code (`replica_strategy/_adapters.py`), tf_keras included if it was
+        imported after this strategy was made.
+        """
+        _adapters.install()
+        return super().scope()
 
     def reduce(self, reduce_op, value, axis=None):
         """Reduces `value` across replicas (and along `axis`); nested structures are walked.
@@ -119,11 +130,11 @@ class ReplicaStrategy(distribute_lib.Strategy):
         `axis=None`, per-replica values of different shapes (per-example values of an uneven
         split) raise a `ValueError`: use `axis=0`, or `gather`.
         """
-        if axis is None and _called_by_keras_to_build_a_model():
-            # Keras 3 reduces the first batch only to read its shapes and dtypes (its
-            # `_symbolic_build` makes each leaf a KerasTensor). Replica 0's rows have them, with
-            # the most rows of an uneven split: the model builds whatever the split, and on
-            # strings and sparse tensors, which no reduction takes.
+        if axis is None and self.extended.reducing_first_batch_to_build_now():
+            # Keras 3 reduces the first batch only to read its shapes and dtypes
+            # (`_keras3_trainer`). Replica 0's rows have them, with the most rows of an uneven
+            # split: the model builds whatever the split, and on strings and sparse tensors,
+            # which no reduction takes.
             return tf.nest.map_structure(
                 lambda leaf: self.experimental_local_results(leaf)[0], value
             )
@@ -158,17 +169,4 @@ class ReplicaStrategy(distribute_lib.Strategy):
         )
 
 
-# Where Keras 3 (keras/src/backend/tensorflow/trainer.py) calls
-# `strategy.reduce("MEAN", first_batch, axis=None)` before `fit` and `evaluate`.
-_KERAS_BUILD_CALLER = ("keras.src.backend.tensorflow.trainer", "_maybe_symbolic_build")
-
-
-def _called_by_keras_to_build_a_model() -> bool:
-    """Whether `ReplicaStrategy.reduce` was called by Keras 3 to build a model.
-
-    Recognised by its caller's module and function name, so nothing in Keras is patched and no
-    other call is affected; should Keras move the call, an uneven first batch raises the
-    error every other caller gets, as it does under MirroredStrategy.
-    """
-    frame = sys._getframe(2)  # 0: here, 1: ReplicaStrategy.reduce, 2: its caller.
-    return (frame.f_globals.get("__name__"), frame.f_code.co_name) == _KERAS_BUILD_CALLER
+_adapters.accept(ReplicaStrategy)

@@ -1,20 +1,27 @@
 """Makes tf_keras accept `ReplicaStrategy` where it checks strategies against allow-lists.
 
-Importing this module registers `ReplicaStrategy` when tf_keras is already imported
-(`import replica_strategy` imports it); otherwise `multi_gpu_model` registers it for tf_keras
-models, or call `register_tf_keras()` yourself.
+`ReplicaStrategy` registers itself when it is made and each time its scope is entered, if
+tf_keras is imported by then (`_adapters`); `register_tf_keras()` does it by hand.
 """
 
 from __future__ import annotations
 
 import functools
-import sys
 
 import tensorflow as tf
 
-from replica_strategy.strategy import ReplicaStrategy
+from replica_strategy._extended import ReplicaExtended
 
 _REGISTERED_MARK = "_replica_strategy_registered"
+# The classes BackupAndRestore is to accept: `strategy.py` adds `ReplicaStrategy` (`accept`), so
+# that this module, which `ReplicaStrategy` installs, need not import it back.
+_STRATEGY_CLASSES = []
+
+
+def accept(strategy_class) -> None:
+    """Adds `strategy_class` to the classes tf_keras' `BackupAndRestore` accepts."""
+    if strategy_class not in _STRATEGY_CLASSES:
+        _STRATEGY_CLASSES.append(strategy_class)
 
 
 def register_tf_keras() -> None:
@@ -29,9 +36,9 @@ def register_tf_keras() -> None:
       `__init__`.
     This function wraps both (the first returns True for `ReplicaStrategy`, the second appends
     `ReplicaStrategy` to the tuple), marking what it wrapped so calling it again does nothing.
-    `multi_gpu_model` calls it for tf_keras models; importing this module calls it when tf_keras
-    is already imported; call it yourself if you import tf_keras later and train under
-    `ReplicaStrategy.scope()` with mixed precision or `BackupAndRestore`.
+    `ReplicaStrategy` calls it when it is made and when its scope is entered, if tf_keras is
+    imported by then; call it yourself if you construct tf_keras' `BackupAndRestore` or
+    `LossScaleOptimizer` outside any scope before tf_keras met a `ReplicaStrategy`.
     """
     from tf_keras.src import callbacks  # noqa: PLC0415  (tf_keras is optional)
     from tf_keras.src.mixed_precision import loss_scale_optimizer  # noqa: PLC0415
@@ -42,7 +49,7 @@ def register_tf_keras() -> None:
         @functools.wraps(original_supports)
         def strategy_supports_loss_scaling():
             if tf.distribute.has_strategy() and isinstance(
-                tf.distribute.get_strategy(), ReplicaStrategy
+                tf.distribute.get_strategy().extended, ReplicaExtended
             ):
                 return True
             return original_supports()
@@ -56,11 +63,7 @@ def register_tf_keras() -> None:
         @functools.wraps(original_init)
         def __init__(self, *args, **kwargs):  # noqa: N807
             original_init(self, *args, **kwargs)
-            self._supported_strategies = (*self._supported_strategies, ReplicaStrategy)
+            self._supported_strategies = (*self._supported_strategies, *_STRATEGY_CLASSES)
 
         setattr(__init__, _REGISTERED_MARK, True)
         callbacks.BackupAndRestore.__init__ = __init__
-
-
-if "tf_keras" in sys.modules:
-    register_tf_keras()

@@ -1,25 +1,21 @@
 """Exact gradients on uneven splits: every row weighs 1/B, as on one device.
 
-`exact_uneven_batches` opts a Keras 3 model in; `multi_gpu_model` does it for its models.
-The arithmetic is in `weight_replica_losses_by_rows`.
+`exact_uneven_batches` opts a Keras 3 model in; `multi_gpu_model` does it for its models, and
+a `ReplicaStrategy` whose split is uneven by design does it for every model. The arithmetic is
+in `_row_weights`.
 """
 
 from __future__ import annotations
 
-import functools
 from typing import TYPE_CHECKING, TypeVar
 
-import tensorflow as tf
-
+from replica_strategy import _keras3_trainer, _row_weights
 from replica_strategy.strategy import ReplicaStrategy
 
 if TYPE_CHECKING:
     import keras
 
 ModelT = TypeVar("ModelT", bound="keras.Model")
-
-_MEAN_REDUCTIONS = ("sum_over_batch_size", "mean", "auto")
-_WEIGHTED_MARK = "_replica_strategy_weights_rows"
 
 
 def exact_uneven_batches(model: ModelT) -> ModelT:
@@ -59,62 +55,6 @@ def exact_uneven_batches(model: ModelT) -> ModelT:
             f"`exact_uneven_batches` needs a compiled Keras 3 model; compile {model.name!r} "
             "first (tf_keras models are not supported)."
         )
-    weight_replica_losses_by_rows(model, strategy)
+    _row_weights.ask_for_exact_rows(model)
+    _keras3_trainer.weight_losses_by_rows(model)
     return model
-
-
-def weight_replica_losses_by_rows(model, strategy) -> None:
-    """Makes the gradient of an uneven split the single-device gradient, as the legacy model's.
-
-    Keras averages each replica's loss over its own n_r rows and weights it 1/N; on uneven
-    splits that over-weights the rows of short replicas. Scaling replica r's loss, for the
-    gradient only, by N * n_r / B weights every row 1/B: the sum over replicas is the mean
-    over the whole batch. Even splits are unchanged (the factor is 1); the reported loss and
-    metrics were already exact. Applies when every compiled loss averages over the batch.
-    """
-    optimizer = getattr(model, "optimizer", None)
-    if optimizer is None or not hasattr(optimizer, "scale_loss"):
-        return
-    scale_loss = optimizer.scale_loss
-    if getattr(scale_loss, _WEIGHTED_MARK, False):
-        return
-
-    def scale_loss_by_rows(loss):
-        return _weighted_by_rows(scale_loss(loss), model, strategy)
-
-    setattr(scale_loss_by_rows, _WEIGHTED_MARK, True)
-    object.__setattr__(optimizer, "scale_loss", scale_loss_by_rows)
-
-
-def weight_tf_keras_losses_by_rows(model, strategy) -> None:
-    """`weight_replica_losses_by_rows` for tf_keras, whose train step has no `scale_loss`.
-
-    tf_keras updates its loss metric inside `compute_loss`, before it returns: weighting the
-    returned loss changes the gradient only.
-    """
-    compute_loss = model.compute_loss
-
-    @functools.wraps(compute_loss)
-    def compute_loss_weighted_by_rows(*args, **kwargs):
-        loss = compute_loss(*args, **kwargs)
-        return None if loss is None else _weighted_by_rows(loss, model, strategy)
-
-    object.__setattr__(model, "compute_loss", compute_loss_weighted_by_rows)
-
-
-def _weighted_by_rows(loss, model, strategy):
-    """`loss` * N * n_r / B when every compiled loss averages over the batch, else `loss`."""
-    if not _every_loss_averages_over_the_batch(model):
-        return loss
-    factor = strategy.num_replicas_in_sync * strategy.extended.replica_row_fraction()
-    return loss * tf.cast(factor, loss.dtype)
-
-
-def _every_loss_averages_over_the_batch(model) -> bool:
-    if hasattr(model, "_compile_loss"):  # Keras 3
-        entries = getattr(model._compile_loss, "_flat_losses", None) or []
-        loss_objects = [entry[1] for entry in entries]
-    else:  # tf_keras
-        loss_objects = getattr(getattr(model, "compiled_loss", None), "_losses", None) or []
-    reductions = [getattr(loss, "reduction", None) for loss in loss_objects if loss is not None]
-    return bool(reductions) and all(reduction in _MEAN_REDUCTIONS for reduction in reductions)

@@ -21,8 +21,17 @@ _KERAS_FACING = (
     "fused_adam",
     "keras_compat",
     "multi_gpu_shim",
-    "tf_keras_support",
     "uneven_batches",
+)
+# What adapts Keras and tf_keras code (docs/development.md, "Upstream internals"): the core
+# reaches it through `_adapters` alone, from the public class.
+_ADAPTERS = (
+    "_keras3_optimizer",
+    "_keras3_trainer",
+    "_row_weights",
+    "_tf_keras_optimizer",
+    "_tf_keras_training",
+    "tf_keras_support",
 )
 
 
@@ -137,6 +146,13 @@ class ImportGraphTest(absltest.TestCase):
         graph = self._imports()
         for module in _CORE:
             self.assertEmpty(graph[module] & set(_KERAS_FACING), module)
+
+    def test_the_core_reaches_the_adapters_through_one_module(self):
+        graph = self._imports()
+        for module in _CORE:
+            self.assertEmpty(graph[module] & set(_ADAPTERS), module)
+        self.assertEqual({module for module in _CORE if "_adapters" in graph[module]}, {"strategy"})
+        self.assertEmpty(graph["_adapters"] & set(_KERAS_FACING))
 
     def test_there_is_no_import_cycle(self):
         graph = self._imports()

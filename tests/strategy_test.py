@@ -112,6 +112,19 @@ class VariablePlacementTest(tf.test.TestCase, parameterized.TestCase):
                 variable.synchronization, tf.VariableSynchronization.ON_WRITE, msg=str(strategy)
             )
 
+    @parameterized.named_parameters(*_REPLICA_COUNTS)
+    def test_synchronization_none_is_refused_as_under_mirrored_strategy(self, num_replicas):
+        for strategy in (
+            _replica_strategy(num_replicas),
+            replica_strategy.ReplicaStrategy(
+                virtual_devices.cpus(num_replicas), mirror_weights=True
+            ),
+            _mirrored_strategy(num_replicas),
+        ):
+            with strategy.scope():
+                with self.assertRaisesRegex(ValueError, "`synchronization`.*kept"):
+                    tf.Variable(1.0, name="kept", synchronization=tf.VariableSynchronization.NONE)
+
     @parameterized.named_parameters(*_REPLICA_COUNTS[1:])
     def test_on_read_variables_have_one_copy_per_replica(self, num_replicas):
         strategy = _replica_strategy(num_replicas)

@@ -39,12 +39,13 @@ Inventory (upstream files of tf_keras/distribute/ that test strategy behaviour):
   device, under MirroredStrategy too), custom_training_loop_models_test's KerasModelsTest
   (13 tests, one of them skipped upstream),
   custom_training_loop_optimizer_test's test_custom_aggregation (aggregated case),
-  test_custom_aggregation_one_device and test_custom_aggregation_central_storage (which
-  expects NotImplementedError, raised from `run` rather than inside the step).
+  test_custom_aggregation_one_device.
 - Adapted: test_custom_aggregation with experimental_aggregate_gradients=False expects each
   replica's copy to take its own gradient (MirroredStrategy's copies, out of scope for one
   copy); ReplicaStrategy raises NotImplementedError there instead of dropping a replica's
-  gradient, as it did before.
+  gradient, as it did before. test_custom_aggregation_central_storage expects tf_keras'
+  refusal of the flag for CentralStorageStrategy; ReplicaStrategy applies the one gradient
+  every replica holds, once.
 - Not vendored: mirrored_variable_test and sharded_variable_test (MirroredVariable and
   ShardedVariable internals); distribute_strategy_test, keras_*_correctness_test,
   ctl_correctness_test, minimize_loss_test and saved_model_*_test (thousands of lines of
@@ -189,11 +190,13 @@ class OptimizerTest(tf.test.TestCase, parameterized.TestCase):
         def step_fn(grads):
             optimizer.apply_gradients([(grads, v)], experimental_aggregate_gradients=False)
 
-        # ReplicaStrategy: upstream asserts the error inside step_fn, where tf_keras raises it
-        # for CentralStorageStrategy. ReplicaStrategy raises it where the replicas' updates
-        # merge, so it reaches the caller of `run`.
-        with self.assertRaises(NotImplementedError):
-            distribution.run(step_fn, args=(grads,))
+        # ReplicaStrategy: upstream asserts NotImplementedError, which tf_keras raises for
+        # CentralStorageStrategy whatever the gradients. Here the flag means what tf_keras
+        # documents (the caller aggregated them), and every replica holds this one gradient:
+        # it is applied once, as each of MirroredStrategy's copies takes it once. A different
+        # gradient on each replica raises (test_custom_aggregation above).
+        distribution.run(step_fn, args=(grads,))
+        self.assertAllClose(v, [-0.1, -0.1])
 
     # ReplicaStrategy: not upstream. What the flag is for: gradients the user aggregated
     # before `apply_gradients(..., experimental_aggregate_gradients=False)` are applied once,
