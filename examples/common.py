@@ -557,10 +557,31 @@ def resume(checkpoints, epochs: int) -> int:
     return initial_epoch
 
 
+def save_model(model, path: str) -> None:
+    """Saves `model` to `path` (a `.keras` file) so that Keras alone loads it; call it last.
+
+    A `.keras` file names each class from outside Keras that it holds, and only a process that
+    has imported that class loads it with its optimizer (docs/keras.md). A compiled-in
+    `replica_strategy.FusedAdam` is therefore first replaced by the `keras.optimizers.Adam` it
+    equals: the same config, and its state copied over (the same variables in the same order);
+    the model is compiled again with that Adam and its own loss and metrics.
+    """
+    fused = getattr(model, "optimizer", None)
+    if isinstance(fused, replica_strategy.FusedAdam):
+        with model.distribute_strategy.scope():
+            arguments = keras.saving.deserialize_keras_object(model.get_compile_config())
+            adam = keras.optimizers.Adam.from_config(fused.get_config())
+            model.compile(**(arguments | {"optimizer": adam}))
+            adam.build(model.trainable_variables)
+            for adam_variable, fused_variable in zip(adam.variables, fused.variables, strict=True):
+                adam_variable.assign(fused_variable)
+    model.save(path)
+
+
 def finish(model, output_dir, accuracy, history, initial_epoch, epochs) -> TrainResult:
     """Saves the final model and `summary.json`, prints where they are; returns the result."""
     model_path = os.path.join(output_dir, "model.keras")
-    model.save(model_path)
+    save_model(model, model_path)
     history = {name: [float(value) for value in values] for name, values in history.items()}
     write_summary(
         output_dir,

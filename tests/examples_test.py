@@ -7,6 +7,7 @@ import os
 import virtual_devices  # noqa: F401  (splits the CPU into logical devices on import)
 
 # isort: split
+import fresh_keras_process
 import keras
 import numpy as np
 import tensorflow as tf
@@ -126,6 +127,37 @@ class TrainKerasTest(tf.test.TestCase, parameterized.TestCase):
         with flagsaver.flagsaver(**flags):
             train_keras.main([])
         self.assertTrue(os.path.exists(os.path.join(model_dir, "model.keras")))
+
+    def test_fused_adam_run_saves_a_model_keras_alone_loads_and_trains_on(self):
+        model_dir = self.create_tempdir().full_path
+        result = train_keras.train(
+            optimizer="fused_adam", devices=virtual_devices.cpus(2), model_dir=model_dir, **_TINY
+        )
+        rng = np.random.default_rng(0)
+        x = rng.random((8, 8, 8, 1), dtype="float32")  # 8 digits' images
+        y = rng.integers(0, 10, size=8)
+        report, arrays = fresh_keras_process.load_and_train(
+            result.model_path, x, y, 8, self.create_tempdir().full_path, keras_alone=True
+        )
+        self.assertEmpty(report["imported"])
+        self.assertIsNone(report["plain_load_error"])  # No `custom_objects` needed.
+        adam = keras.optimizers.Adam
+        self.assertEqual(report["optimizer_class"], f"{adam.__module__}.{adam.__qualname__}")
+        for loaded, trained in zip(arrays["loaded"]["weight"], result.weights, strict=True):
+            self.assertAllEqual(loaded, trained)
+        # The optimizer state is the last checkpoint's: `optimizer.variables` is (iterations,
+        # learning rate, then each slot), tracked by the checkpoint in that order.
+        reader = tf.train.load_checkpoint(os.path.join(model_dir, "checkpoints"))
+        keys = ["_iterations", "_learning_rate"] + [
+            f"_variables/{index}" for index in range(2, len(arrays["loaded"]["optimizer"]))
+        ]
+        for key, loaded in zip(keys, arrays["loaded"]["optimizer"], strict=True):
+            self.assertAllEqual(
+                loaded, reader.get_tensor(f"optimizer/{key}/.ATTRIBUTES/VARIABLE_VALUE"), msg=key
+            )
+        self.assertEqual(int(arrays["loaded"]["optimizer"][0]), 4)  # 32 samples, batches of 8
+        self.assertEqual(int(arrays["trained"]["optimizer"][0]), 5)
+        self.assertNotAllClose(arrays["trained"]["weight"][0], arrays["loaded"]["weight"][0])
 
 
 def _logged_steps(log_dir: str, tag: str) -> list[int]:

@@ -11,6 +11,7 @@ import virtual_devices
 
 # isort: split
 
+import fresh_keras_process
 import keras
 import numpy as np
 import tensorflow as tf
@@ -452,6 +453,78 @@ class CheckpointTest(_TestCase):
         self.assertEqual(_max_difference(loaded.get_weights(), trained.get_weights()), 0.0)
         for key, value in _slots(trained.optimizer).items():
             self.assertAllEqual(_slots(loaded.optimizer)[key], value, msg=key)
+
+
+class KerasFileInAFreshProcessTest(_TestCase):
+    """What docs/keras.md says loads where: a `.keras` file of FusedAdam, loaded by a new process.
+
+    The oracle for the training after loading is the saved model, trained on in this process.
+    """
+
+    def _save_then_train_on(self, strategy):
+        """(path of the saved file, weights and state as saved, trained on, the next epoch)."""
+        trained = _fit(strategy, FusedAdam)
+        path = os.path.join(self.get_temp_dir(), "model.keras")
+        trained.save(path)
+        saved = {"weight": trained.get_weights(), "optimizer": _numpy(trained.optimizer.variables)}
+        x, y = _data(seed=1)
+        trained.fit(x, y, batch_size=12, epochs=1, shuffle=False, verbose=0)
+        continued = {
+            "weight": trained.get_weights(),
+            "optimizer": _numpy(trained.optimizer.variables),
+        }
+        return path, saved, continued, (x, y)
+
+    def _assert_state(self, loaded, saved, continued, atol):
+        for kind in ("weight", "optimizer"):
+            for index, (ours, expected) in enumerate(
+                zip(loaded["loaded"][kind], saved[kind], strict=True)
+            ):
+                self.assertAllEqual(ours, expected, msg=f"loaded {kind} {index}")
+            for index, (ours, expected) in enumerate(
+                zip(loaded["trained"][kind], continued[kind], strict=True)
+            ):
+                self.assertAllClose(
+                    ours, expected, atol=atol, rtol=0, msg=f"trained {kind} {index}"
+                )
+
+    @parameterized.named_parameters(
+        ("no_strategy", lambda: None),
+        ("mirror_weights_two_replicas", lambda: _replica_strategy(2, mirror_weights=True)),
+    )
+    def test_keras_alone_loads_it_as_keras_adam_and_trains_on(self, make_strategy):
+        path, saved, continued, (x, y) = self._save_then_train_on(make_strategy())
+        report, loaded = fresh_keras_process.load_and_train(
+            path,
+            x,
+            y,
+            12,
+            self.get_temp_dir(),
+            keras_alone=True,
+            custom_objects={"replica_strategy>FusedAdam": "Adam"},
+        )
+        self.assertEmpty(report["imported"])
+        # Without `custom_objects`, Keras cannot find the class: docs/keras.md says so.
+        self.assertIn("Could not locate class 'FusedAdam'", report["plain_load_error"])
+        adam = keras.optimizers.Adam
+        self.assertEqual(report["optimizer_class"], f"{adam.__module__}.{adam.__qualname__}")
+        self.assertEqual(int(loaded["trained"]["optimizer"][0]), 12)  # 8 steps saved, 4 more
+        # Keras' Adam trains on from FusedAdam's state as FusedAdam does, to float32 rounding.
+        self._assert_state(loaded, saved, continued, atol=_ATOL)
+
+    def test_with_replica_strategy_imported_it_loads_as_fused_adam(self):
+        path, saved, continued, (x, y) = self._save_then_train_on(
+            _replica_strategy(2, mirror_weights=True)
+        )
+        report, loaded = fresh_keras_process.load_and_train(
+            path, x, y, 12, self.get_temp_dir(), keras_alone=False
+        )
+        self.assertIn("replica_strategy", report["imported"])
+        self.assertIsNone(report["plain_load_error"])
+        self.assertEqual(report["optimizer_class"], "replica_strategy.fused_adam.FusedAdam")
+        self.assertEqual(int(loaded["trained"]["optimizer"][0]), 12)
+        # Trained on with no strategy, against two replicas here: float32 rounding apart.
+        self._assert_state(loaded, saved, continued, atol=_ATOL)
 
 
 class InvariantsTest(_TestCase):
