@@ -592,7 +592,7 @@ def _fractions_text(fractions) -> str:
 
 def describe_split(distribution, split: str | tuple[float, ...]) -> str:
     """One line: the `--split` asked for, the fractions in force and the devices they go to."""
-    devices = ", ".join(distribution.extended.worker_devices)
+    devices = ", ".join(_short_device_name(name) for name in distribution.extended.worker_devices)
     line = (
         f"Batch split: --split={format_split(split)}, fractions {_fractions_text(distribution.split)} "
         f"of each batch on {devices}"
@@ -600,6 +600,12 @@ def describe_split(distribution, split: str | tuple[float, ...]) -> str:
     if split == "auto":
         line += " (measured every step; rows move toward the faster devices)"
     return line + "."
+
+
+def _short_device_name(name: str) -> str:
+    """'/job:localhost/replica:0/task:0/device:GPU:1' -> '/gpu:1'."""
+    spec = tf.DeviceSpec.from_string(name)
+    return f"/{(spec.device_type or 'cpu').lower()}:{spec.device_index or 0}"
 
 
 def split_summary(distribution, split: str | tuple[float, ...]) -> dict:
