@@ -215,10 +215,12 @@ class MixedSpeedsSettingsTest(tf.test.TestCase):
                 mixed_speeds.Settings(seconds_per_row=seconds).validate()
 
     def test_settled_step_is_where_the_split_stops_moving(self):
-        steps = [[0.5, 0.5], [0.6, 0.4], [0.7, 0.3], [0.74, 0.26], [0.75, 0.25], [0.751, 0.249]]
+        steps = [[0.5, 0.5], [0.6, 0.4], [0.71, 0.29], [0.74, 0.26], [0.75, 0.25], [0.751, 0.249]]
         self.assertEqual(mixed_speeds.settled_step(steps), 4)
         self.assertEqual(mixed_speeds.settled_step([[0.5, 0.5]] * 3), 1)
         self.assertIsNone(mixed_speeds.settled_step([]))
+        self.assertEqual(mixed_speeds.settled_step(steps, (0.75, 0.25), tolerance=0.05), 3)
+        self.assertIsNone(mixed_speeds.settled_step(steps[:2], (0.75, 0.25), tolerance=0.05))
 
 
 class VariableBytesTest(tf.test.TestCase):
