@@ -197,7 +197,10 @@ def main(argv):
     )
     if devices is not None:
         common.check_split_devices(arguments.split, devices)
-    tf.config.experimental.enable_op_determinism()
+    if arguments.split != "auto":
+        # Not with split="auto": it times each replica with tf.timestamp, which op determinism
+        # refuses, and a split that follows measured times does not repeat run to run anyway.
+        tf.config.experimental.enable_op_determinism()
     with common.exit_with_message(
         checkpoints_lib.CorruptCheckpointError, checkpoints_lib.ModelMismatchError
     ):
