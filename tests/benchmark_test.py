@@ -173,6 +173,12 @@ class MixedSpeedsTest(tf.test.TestCase):
         for split in fractions:
             self.assertAllClose(sum(split), 1.0)
         self.assertBetween(mixed_speeds.settled_step(fractions), 1, steps)
+        auto = {entry["name"]: entry for entry in mixed_speeds.summary(self.results)}[
+            mixed_speeds.AUTO
+        ]
+        self.assertLen(auto["median_split"], 2)
+        if auto["reached_true_speeds_step"] is not None:
+            self.assertBetween(auto["near_true_speeds_share"], 0.0, 1.0)
 
     def test_no_step_is_traced_again_whatever_the_split(self):
         for name, row in self.rows.items():
@@ -221,6 +227,13 @@ class MixedSpeedsSettingsTest(tf.test.TestCase):
         self.assertIsNone(mixed_speeds.settled_step([]))
         self.assertEqual(mixed_speeds.settled_step(steps, (0.75, 0.25), tolerance=0.05), 3)
         self.assertIsNone(mixed_speeds.settled_step(steps[:2], (0.75, 0.25), tolerance=0.05))
+
+    def test_first_step_near_and_share_near_the_true_speeds(self):
+        steps = [[0.5, 0.5], [0.72, 0.28], [0.75, 0.25], [0.9, 0.1], [0.76, 0.24]]
+        self.assertEqual(mixed_speeds.first_step_near(steps, (0.75, 0.25), 0.05), 2)
+        self.assertIsNone(mixed_speeds.first_step_near(steps[:1], (0.75, 0.25), 0.05))
+        self.assertAllClose(mixed_speeds.share_near(steps[1:], (0.75, 0.25), 0.05), 0.75)
+        self.assertIsNone(mixed_speeds.share_near([], (0.75, 0.25), 0.05))
 
 
 class VariableBytesTest(tf.test.TestCase):
