@@ -697,7 +697,10 @@ def finish(
     if split is not None:
         summary["split"] = split
         if split["requested"] == "auto" and split["fractions"] is not None:
-            print(f"Batch split at the end: fractions {_fractions_text(split['fractions'])}.")
+            print(
+                f"Batch split at the end: fractions {_fractions_text(split['fractions'])}.",
+                flush=True,
+            )
     write_summary(output_dir, summary)
     print(f"Held-out accuracy: {accuracy:.4f}", flush=True)
     announce_outputs(output_dir, model_path)
