@@ -11,10 +11,13 @@ In one run, with the contestants interleaved so machine noise hits all alike:
 4. the bytes that cross between devices per training step, per (sender, receiver) pair, and the
    variables per device, with a separate host device (benchmarks/traffic.py);
 5. what Keras 3's Adam and replica_strategy.FusedAdam cost on this host per million parameters
-   (benchmarks/host_update.py), an input of the GPU model (scaling_model.py).
+   (benchmarks/host_update.py), an input of the GPU model (scaling_model.py);
+6. a SIMULATION of devices of different speeds (benchmarks/mixed_speeds.py: one replica sleeps
+   3x as long per row): `fit` throughput of ReplicaStrategy's split="even", the split by the
+   true speeds and split="auto", and MirroredStrategy, and how `auto` settled.
 Every figure is median [min–max] over repetitions. A contestant that cannot run gets
-"failed: <reason>" in its cell. Writes results.json, results.md and results.png (the plot needs
-matplotlib: `pip install matplotlib`) and the README's headline.png to --output_dir and prints
+"failed: <reason>" in its cell. Writes results.json, results.md and results.png (the plots need
+matplotlib: `pip install matplotlib`), mixed_speeds.png and the README's headline.png to --output_dir and prints
 the Markdown. To measure another `replica_strategy` tree, put a directory holding only that
 package first on PYTHONPATH.
 
@@ -80,6 +83,24 @@ _HOST_UPDATE_SIZES = flags.DEFINE_list(
 _HOST_UPDATE_REPETITIONS = flags.DEFINE_integer(
     "host_update_repetitions", 10, "Timed Adam updates per size."
 )
+_MIXED_SPEED_REPETITIONS = flags.DEFINE_integer(
+    "mixed_speed_repetitions",
+    5,
+    "Timed windows per contestant of the mixed-speed simulation; 0: none.",
+    lower_bound=0,
+)
+_MIXED_SPEED_STEPS_PER_WINDOW = flags.DEFINE_integer(
+    "mixed_speed_steps_per_window",
+    20,
+    "Steps per window of the mixed-speed simulation.",
+    lower_bound=1,
+)
+_MIXED_SPEED_WARMUP_STEPS = flags.DEFINE_integer(
+    "mixed_speed_warmup_steps",
+    40,
+    "Untimed steps per contestant of the mixed-speed simulation (split=auto settles there).",
+    lower_bound=1,
+)
 
 # --quick values, applied to every flag not given on the command line.
 QUICK_OVERRIDES = {
@@ -101,6 +122,9 @@ QUICK_OVERRIDES = {
     ],
     "traffic_width": 64,
     "host_update_sizes": [],
+    "mixed_speed_repetitions": 3,
+    "mixed_speed_steps_per_window": 10,
+    "mixed_speed_warmup_steps": 30,
 }
 
 
@@ -137,6 +161,9 @@ def settings_from_flags():
         traffic_width=_TRAFFIC_WIDTH.value,
         host_update_sizes=_integers(_HOST_UPDATE_SIZES.value, "host_update_sizes"),
         host_update_repetitions=_HOST_UPDATE_REPETITIONS.value,
+        mixed_speed_repetitions=_MIXED_SPEED_REPETITIONS.value,
+        mixed_speed_steps_per_window=_MIXED_SPEED_STEPS_PER_WINDOW.value,
+        mixed_speed_warmup_steps=_MIXED_SPEED_WARMUP_STEPS.value,
     )
 
 

@@ -13,7 +13,7 @@ import statistics
 from collections.abc import Sequence
 
 from benchmarks import contestants as contestants_lib
-from benchmarks import host_update, traffic
+from benchmarks import host_update, mixed_speeds, traffic
 
 _MEGABYTE = 2**20
 _HOST = "/cpu:0"  # the memory probe's and traffic meter's host; replicas are /cpu:1 ... /cpu:N
@@ -265,6 +265,17 @@ def _memory_and_traffic_sections(results: dict) -> list[str]:
             parts.append(f"failed: {update['failed']}")
         else:
             parts.append(host_update.markdown(update))
+    mixed = results.get("mixed_speeds") or {}
+    if mixed:
+        parts += [
+            "",
+            "## One replica 3x slower (SIMULATION): split even, by speed, auto; MirroredStrategy",
+            "",
+        ]
+        if "failed" in mixed:
+            parts.append(f"failed: {mixed['failed']}")
+        else:
+            parts.append(mixed_speeds.markdown(mixed))
     return parts
 
 

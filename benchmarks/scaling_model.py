@@ -747,6 +747,192 @@ def memory_footprint(
 # Markdown.
 
 
+@dataclasses.dataclass(frozen=True)
+class MixedDevice:
+    """One GPU of a mixed pair: public peak figures and a published training throughput.
+
+    Only `resnet50_images_per_second` and `pcie_gbps_per_direction` enter the model; the peaks
+    say how far apart the two generations are on paper. Sources: benchmarks/SCALING.md, "A
+    mixed pair".
+
+    Attributes:
+        name: Display name.
+        fp32_tflops: Peak FP32 (non-tensor) TFLOPS, NVIDIA datasheet.
+        tf32_tflops: Peak TF32 tensor TFLOPS (dense), NVIDIA datasheet; None: no TF32 (Volta).
+        fp16_tensor_tflops: Peak FP16 tensor TFLOPS (dense), NVIDIA datasheet.
+        pcie_gbps_per_direction: Nominal PCIe x16 bandwidth one way, GB/s.
+        resnet50_images_per_second: Published single-GPU ResNet-50 v1.5 training throughput.
+        resnet50_batch: The per-GPU batch it was measured at.
+        resnet50_math: The math it was measured with ("TF32" on an A100 runs fp32 models).
+    """
+
+    name: str
+    fp32_tflops: float
+    tf32_tflops: float | None
+    fp16_tensor_tflops: float
+    pcie_gbps_per_direction: float
+    resnet50_images_per_second: float
+    resnet50_batch: int
+    resnet50_math: str
+
+    @property
+    def milliseconds_per_row(self) -> float:
+        return 1e3 / self.resnet50_images_per_second
+
+
+# NVIDIA DeepLearningExamples, TensorFlow/Classification/ConvNets/resnet50v1.5/README.md,
+# "Training performance results" (TensorFlow 20.06-tf1-py3 NGC container, 1 GPU, + XLA): DGX A100
+# (A100 40GB) 909 img/s at 256 per GPU in TF32; DGX-1 (V100 16GB) 412 img/s at 128 per GPU in
+# FP32. Peaks: NVIDIA A100 and V100 (SXM) datasheets. PCIe one way: Gen4 x16 and Gen3 x16 at
+# 16 and 8 GT/s per lane with 128b/130b encoding (the PCIe specifications), nominal.
+MIXED_PAIR = (
+    MixedDevice("A100 (SXM4, 40 GB)", 19.5, 156.0, 312.0, 31.5, 909.0, 256, "TF32 + XLA"),
+    MixedDevice("V100 (SXM2, 16 GB)", 15.7, None, 125.0, 15.75, 412.0, 128, "FP32 + XLA"),
+)
+MIXED_PAIR_GLOBAL_BATCH = 256
+# Of a link's nominal bandwidth, what copies reach: GPU_FACTS.md measured 51 of 64 GB/s on PCIe
+# Gen5 x16 (Hardware.host_to_device_pinned_gbps); assumed the same on the older links.
+PCIE_REACHABLE_FRACTION = 51.0 / 64.0
+RESNET50_PARAMETERS = 25_600_000
+
+
+def split_rows(batch: int, weights: Sequence[float]) -> list[int]:
+    """Rows per device in proportion to `weights`, summing to `batch`, each within one row of
+    its share: largest remainder, ties to the lower index (ReplicaStrategy's split rule)."""
+    total = sum(weights)
+    shares = [batch * weight / total for weight in weights]
+    rows = [math.floor(share) for share in shares]
+    by_remainder = sorted(
+        range(len(weights)), key=lambda index: (rows[index] - shares[index], index)
+    )
+    for index in by_remainder[: batch - sum(rows)]:
+        rows[index] += 1
+    return rows
+
+
+@dataclasses.dataclass(frozen=True)
+class MixedPairStep:
+    """One configuration of the mixed pair (or one of its GPUs alone), ResNet-50 fp32.
+
+    Attributes:
+        label: What runs.
+        rows: Rows per device, in `MIXED_PAIR` order (0 for a device not used).
+        compute_milliseconds: The slowest device's compute: the step waits for it.
+        all_reduce_milliseconds: The gradients' all-reduce between the two GPUs (0 alone).
+    """
+
+    label: str
+    rows: tuple[int, ...]
+    compute_milliseconds: float
+    all_reduce_milliseconds: float
+
+    @property
+    def serial_images_per_second(self) -> float:
+        """Throughput with the all-reduce after the compute (no overlap)."""
+        step = self.compute_milliseconds + self.all_reduce_milliseconds
+        return 1e3 * sum(self.rows) / step
+
+    @property
+    def overlapped_images_per_second(self) -> float:
+        """Throughput with the all-reduce hidden behind the compute (full overlap)."""
+        step = max(self.compute_milliseconds, self.all_reduce_milliseconds)
+        return 1e3 * sum(self.rows) / step
+
+
+def mixed_pair_all_reduce_milliseconds(devices: Sequence[MixedDevice] = MIXED_PAIR) -> float:
+    """A two-GPU ring all-reduce of ResNet-50's float32 gradients over PCIe (no NVLink joins
+    two generations): each GPU sends and receives 2 (N - 1) / N = 1 copy, at the slower link's
+    reachable bandwidth. The split does not change it: the gradients have the weights' size."""
+    gradient_bytes = FLOAT32_BYTES * RESNET50_PARAMETERS
+    slowest = min(device.pcie_gbps_per_direction for device in devices)
+    return transfer_milliseconds(gradient_bytes, PCIE_REACHABLE_FRACTION * slowest)
+
+
+def mixed_pair_steps(
+    batch: int = MIXED_PAIR_GLOBAL_BATCH, devices: Sequence[MixedDevice] = MIXED_PAIR
+) -> list[MixedPairStep]:
+    """Each GPU alone, the pair split evenly (every synchronous strategy's split), and the pair
+    split by speed (`ReplicaStrategy(split=[909, 412])`, or what `split="auto"` settles at).
+
+    Each device's compute is rows x its published time per row (throughput taken as flat in
+    the batch near the published batch).
+    """
+    all_reduce = mixed_pair_all_reduce_milliseconds(devices)
+
+    def step(label, rows, all_reduce_milliseconds):
+        compute = max(
+            count * device.milliseconds_per_row for count, device in zip(rows, devices, strict=True)
+        )
+        return MixedPairStep(label, tuple(rows), compute, all_reduce_milliseconds)
+
+    alone = [
+        step(f"{device.name} alone", [batch if other is device else 0 for other in devices], 0.0)
+        for device in devices
+    ]
+    even = split_rows(batch, [1.0] * len(devices))
+    by_speed = split_rows(batch, [device.resnet50_images_per_second for device in devices])
+    return alone + [
+        step('pair, `split="even"` (as MirroredStrategy)', even, all_reduce),
+        step('pair, split by speed (`split=[909, 412]` or `"auto"`)', by_speed, all_reduce),
+    ]
+
+
+def mixed_pair_markdown(
+    batch: int = MIXED_PAIR_GLOBAL_BATCH, devices: Sequence[MixedDevice] = MIXED_PAIR
+) -> str:
+    """The per-device figures and the step table of the mixed pair."""
+    figures = markdown_table(
+        [
+            "GPU",
+            "FP32 peak, TFLOPS",
+            "TF32 tensor peak, TFLOPS",
+            "FP16 tensor peak, TFLOPS",
+            "PCIe one way, nominal GB/s",
+            "ResNet-50 training, img/s (batch, math)",
+            "ms per row",
+        ],
+        [
+            [
+                device.name,
+                f"{device.fp32_tflops:g}",
+                f"{device.tf32_tflops:g}" if device.tf32_tflops else "none",
+                f"{device.fp16_tensor_tflops:g}",
+                f"{device.pcie_gbps_per_direction:g}",
+                f"{device.resnet50_images_per_second:,.0f} ({device.resnet50_batch}, "
+                f"{device.resnet50_math})",
+                f"{device.milliseconds_per_row:.3f}",
+            ]
+            for device in devices
+        ],
+    )
+    steps = mixed_pair_steps(batch, devices)
+    even = next(point for point in steps if "even" in point.label)
+    table = markdown_table(
+        [
+            "ResNet-50 fp32, global batch " + str(batch),
+            "rows per GPU (" + " / ".join(device.name.split()[0] for device in devices) + ")",
+            "compute, slowest GPU (ms)",
+            "all-reduce (ms)",
+            "img/s, no overlap",
+            "img/s, full overlap",
+            "/ even split, no overlap",
+        ],
+        [
+            [
+                point.label,
+                " / ".join(str(rows) for rows in point.rows),
+                f"{point.compute_milliseconds:.1f}",
+                f"{point.all_reduce_milliseconds:.1f}",
+                f"{point.serial_images_per_second:,.0f}",
+                f"{point.overlapped_images_per_second:,.0f}",
+                f"{point.serial_images_per_second / even.serial_images_per_second:.2f}",
+            ]
+            for point in steps
+        ],
+    )
+    return figures + "\n\n" + table
+
+
 def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     """A Markdown table from column titles and already formatted cells, no trailing newline."""
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
@@ -1017,6 +1203,10 @@ def build_markdown(
     sections.append(
         "### Memory: weights, gradients and optimizer slots (activations excluded)\n\n"
         + memory_markdown(hardware, replica_counts)
+    )
+    sections.append(
+        "### A mixed pair: one A100 and one V100, split evenly or by speed\n\n"
+        + mixed_pair_markdown()
     )
     return "\n\n".join(sections) + "\n"
 

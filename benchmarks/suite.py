@@ -21,7 +21,7 @@ import tensorflow as tf
 from absl import logging
 
 from benchmarks import contestants as contestants_lib
-from benchmarks import plots, report, traffic, workloads
+from benchmarks import mixed_speeds, plots, report, traffic, workloads
 
 # Not resolve(): under Bazel the runfiles tree (symlinks) is the repository to run from.
 _REPOSITORY = pathlib.Path(__file__).absolute().parent.parent
@@ -61,6 +61,11 @@ class Settings:
         host_update_sizes: Parameter counts of the host Adam micro-benchmark
             (benchmarks/host_update.py); empty skips it.
         host_update_repetitions: Timed updates per size.
+        mixed_speed_repetitions: Timed windows per contestant of the mixed-speed SIMULATION
+            (benchmarks/mixed_speeds.py: one replica slower per row, split even / by speed /
+            auto, MirroredStrategy); 0 skips it.
+        mixed_speed_steps_per_window: Steps in each of its windows.
+        mixed_speed_warmup_steps: Its untimed steps per contestant first (`auto` settles there).
     """
 
     models: tuple[str, ...] = contestants_lib.MODEL_NAMES
@@ -83,6 +88,9 @@ class Settings:
     traffic_width: int = 256
     host_update_sizes: tuple[int, ...] = (1_000_000, 10_000_000, 50_000_000)
     host_update_repetitions: int = 10
+    mixed_speed_repetitions: int = 5
+    mixed_speed_steps_per_window: int = 20
+    mixed_speed_warmup_steps: int = 40
 
     def validate(self) -> None:
         """Raises ValueError naming the setting that cannot run."""
@@ -243,6 +251,18 @@ def measure_host_update(settings: Settings) -> dict:
     return _run_json(command)
 
 
+def measure_mixed_speeds(settings: Settings) -> dict:
+    """Runs `mixed_speeds.py` in a fresh process (its own 3 logical CPUs), timed alone."""
+    command = [
+        sys.executable,
+        str(_REPOSITORY / "benchmarks" / "mixed_speeds.py"),
+        f"--repetitions={settings.mixed_speed_repetitions}",
+        f"--steps_per_window={settings.mixed_speed_steps_per_window}",
+        f"--warmup_steps={settings.mixed_speed_warmup_steps}",
+    ]
+    return _run_json(command)
+
+
 def _run_json(command: list[str]) -> dict:
     """Runs a benchmark script; its last stdout line is JSON, else {"failed": reason}."""
     environment = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
@@ -298,14 +318,19 @@ def run(settings: Settings) -> dict:
         "memory": memory,
         "traffic": moved,
         "host_update": measure_host_update(settings) if settings.host_update_sizes else {},
+        "mixed_speeds": (
+            measure_mixed_speeds(settings) if settings.mixed_speed_repetitions else {}
+        ),
     }
 
 
 def write_outputs(results: dict, output_dir: pathlib.Path) -> dict[str, pathlib.Path]:
-    """Writes results.json, results.md and (with matplotlib) results.png and headline.png.
+    """Writes results.json, results.md and (with matplotlib) results.png, headline.png and
+    mixed_speeds.png.
 
     Returns:
-        {"json", "markdown"[, "plot"][, "headline"]}: the paths written into `output_dir`.
+        {"json", "markdown"[, "plot"][, "headline"][, "mixed_speeds_plot"]}: the paths written
+        into `output_dir`.
     """
     output_dir.mkdir(parents=True, exist_ok=True)
     paths = {"json": output_dir / "results.json", "markdown": output_dir / "results.md"}
@@ -318,4 +343,8 @@ def write_outputs(results: dict, output_dir: pathlib.Path) -> dict[str, pathlib.
         logging.warning("matplotlib is not installed: no plot (pip install matplotlib).")
     if plots.write_headline(results, headline_path):
         paths["headline"] = headline_path
+    mixed = results.get("mixed_speeds") or {}
+    mixed_path = output_dir / "mixed_speeds.png"
+    if "rows" in mixed and mixed_speeds.write_plot(mixed, mixed_path):
+        paths["mixed_speeds_plot"] = mixed_path
     return paths

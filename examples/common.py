@@ -60,6 +60,15 @@ _MIRROR_WEIGHTS = flags.DEFINE_bool(
     "master weights and the optimizer state once on the host (ReplicaStrategy's "
     "mirror_weights=True, ZeRO-Offload's placement).",
 )
+_SPLIT = flags.DEFINE_string(
+    "split",
+    "even",
+    "With --strategy=replica: how each batch is split across the replica devices. 'even' "
+    "(the default): equal rows. 'auto': measured in every step, rows move toward the faster "
+    "devices (for devices of different speeds). Or one positive weight per replica device, "
+    "e.g. '3,1' for a device three times as fast as the other: each device gets that share "
+    "of every batch (ReplicaStrategy's split argument).",
+)
 
 # Data and model.
 _DATASET = flags.DEFINE_enum(
@@ -151,6 +160,17 @@ flags.register_validator(
     "--learning_rate must be a positive number, e.g. 0.001.",
 )
 flags.register_validator(_DEVICES, _check_devices)
+
+
+def _check_split(value: str) -> bool:
+    try:
+        parse_split(value)
+    except ValueError as error:
+        raise flags.ValidationError(str(error)) from None
+    return True
+
+
+flags.register_validator(_SPLIT, _check_split)
 flags.register_multi_flags_validator([_DATASET, _NUM_SAMPLES], _check_num_samples)
 
 
@@ -164,6 +184,23 @@ def _check_mirror_weights(values: dict) -> bool:
 
 
 flags.register_multi_flags_validator([_STRATEGY, _MIRROR_WEIGHTS], _check_mirror_weights)
+
+
+def _check_split_strategy(values: dict) -> bool:
+    # Only ReplicaStrategy splits unevenly; every strategy splits evenly, so "even" is accepted.
+    try:
+        split = parse_split(values["split"])
+    except ValueError:
+        return True  # _check_split names the bad value.
+    if split != "even" and values["strategy"] != "replica":
+        raise flags.ValidationError(
+            "--split is an option of --strategy=replica only (the other strategies split every "
+            f"batch evenly). Received: --strategy={values['strategy']} --split={values['split']}"
+        )
+    return True
+
+
+flags.register_multi_flags_validator([_STRATEGY, _SPLIT], _check_split_strategy)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -183,6 +220,7 @@ class Arguments:
     seed: int
     mirror_weights: bool = False
     optimizer: str = "adam"
+    split: str | tuple[float, ...] = "even"
 
 
 def arguments_from_flags(default_model_dir: str) -> Arguments:
@@ -209,6 +247,7 @@ def arguments_from_flags(default_model_dir: str) -> Arguments:
         seed=_SEED.value,
         mirror_weights=_MIRROR_WEIGHTS.value,
         optimizer=_OPTIMIZER.value,
+        split=parse_split(_SPLIT.value),
     )
 
 
@@ -263,6 +302,51 @@ def parse_devices(value: str | None) -> int | list[str] | None:
             f"('/gpu:0,/cpu:1'), not a mix. Received: --devices={value}"
         )
     return entries
+
+
+def parse_split(value: str) -> str | tuple[float, ...]:
+    """Parses `--split`: "even", "auto", or comma-separated weights ("3,1", "0.6, 0.4").
+
+    Returns:
+      "even", "auto", or a tuple of positive finite weights (ReplicaStrategy's `split`).
+
+    Raises:
+      ValueError: naming --split and the value, for anything else.
+    """
+    text = value.strip()
+    if text in ("even", "auto"):
+        return text
+    entries = [entry.strip() for entry in text.split(",")]
+    try:
+        weights = tuple(float(entry) for entry in entries)
+    except ValueError:
+        raise ValueError(
+            "--split must be 'even', 'auto' or comma-separated positive weights, one per "
+            f"replica device (e.g. '3,1'). Received: --split={value}"
+        ) from None
+    if not all(math.isfinite(weight) and weight > 0 for weight in weights):
+        raise ValueError(
+            "--split weights must be positive finite numbers, one per replica device (e.g. "
+            f"'3,1'). Received: --split={value}"
+        )
+    return weights
+
+
+def check_split_devices(split: str | tuple[float, ...], devices: list[str]) -> None:
+    """A usage error unless `split` is "even", "auto" or one weight per device of `devices`."""
+    if isinstance(split, tuple) and len(split) != len(devices):
+        raise app.UsageError(
+            f"--split gives {len(split)} weights for {len(devices)} replica devices "
+            f"({', '.join(devices)}); give one weight per device. Received: "
+            f"--split={format_split(split)}"
+        )
+
+
+def format_split(split: str | tuple[float, ...]) -> str:
+    """`--split` as typed: "even", "auto" or "3,1" (weights without a needless ".0")."""
+    if isinstance(split, str):
+        return split
+    return ",".join(f"{weight:g}" for weight in split)
 
 
 def configure_devices(devices: int | list[str] | None) -> list[str]:
@@ -361,9 +445,12 @@ def _split_cpu(count: int) -> None:
         )
 
 
-def replica_options(mirror_weights: bool = False) -> dict:
+def replica_options(mirror_weights: bool = False, split: str | tuple = "even") -> dict:
     """The `ReplicaStrategy` options to pass to `make_strategy` (those left unset omitted)."""
-    return {"mirror_weights": True} if mirror_weights else {}
+    options = {"mirror_weights": True} if mirror_weights else {}
+    if split != "even":
+        options["split"] = split
+    return options
 
 
 def make_strategy(name: str, devices: list[str] | None, **replica_options):
@@ -475,24 +562,60 @@ def prepared_run(
     num_samples: int | None,
     image_size: int,
     seed: int,
+    split: str | tuple[float, ...] = "even",
 ):
     """What both trainers do before their model: strategy, output directory, seed, data.
 
     The strategy is the first TensorFlow object made (MultiWorkerMirroredStrategy must exist
     before other TF work). This process's output directory stays locked until the block ends.
+    Under ReplicaStrategy the split of the batch it starts with is printed.
 
     Yields:
       (the strategy, this process's output directory, the loaded `data_lib` data).
     """
     if is_local(strategy):
         devices = devices or default_devices()
-    distribution = make_strategy(strategy, devices, **replica_options(mirror_weights))
+    distribution = make_strategy(strategy, devices, **replica_options(mirror_weights, split))
     directory, _ = output_dir(distribution, model_dir)
     with model_dir_lib.exclusive(directory):
         keras.utils.set_random_seed(seed)
         data = data_lib.load(dataset, num_samples, image_size, seed)
         print(data_lib.describe(dataset, data), flush=True)
+        if strategy == "replica":
+            print(describe_split(distribution, split), flush=True)
         yield distribution, directory, data
+
+
+def _fractions_text(fractions) -> str:
+    return " / ".join(f"{fraction:.3f}" for fraction in fractions)
+
+
+def describe_split(distribution, split: str | tuple[float, ...]) -> str:
+    """One line: the `--split` asked for, the fractions in force and the devices they go to."""
+    devices = ", ".join(_short_device_name(name) for name in distribution.extended.worker_devices)
+    line = (
+        f"Batch split: --split={format_split(split)}, fractions {_fractions_text(distribution.split)} "
+        f"of each batch on {devices}"
+    )
+    if split == "auto":
+        line += " (measured every step; rows move toward the faster devices)"
+    return line + "."
+
+
+def _short_device_name(name: str) -> str:
+    """'/job:localhost/replica:0/task:0/device:GPU:1' -> '/gpu:1'."""
+    spec = tf.DeviceSpec.from_string(name)
+    return f"/{(spec.device_type or 'cpu').lower()}:{spec.device_index or 0}"
+
+
+def split_summary(distribution, split: str | tuple[float, ...]) -> dict:
+    """What `summary.json` records of the split: the flag, and the fractions in force at the end
+    (ReplicaStrategy's `strategy.split`; other strategies split evenly and report none)."""
+    fractions = getattr(distribution, "split", None)
+    return {
+        "requested": split if isinstance(split, str) else list(split),
+        "fractions": None if fractions is None else [float(value) for value in fractions],
+    }
 
 
 def write_summary(directory: str, summary: dict) -> str:
@@ -516,6 +639,7 @@ class TrainResult:
       model_path: the final model (`model.keras`) in `output_dir`.
       output_dir: where this process wrote (`model_dir`, or a worker's temp dir).
       weights: the final weights, as numpy arrays in `model.get_weights()` order.
+      split: what `summary.json` records of the split (`split_summary`), or None.
     """
 
     test_accuracy: float
@@ -524,6 +648,7 @@ class TrainResult:
     model_path: str
     output_dir: str
     weights: list
+    split: dict | None = None
 
 
 def is_local(strategy: str) -> bool:
@@ -578,15 +703,26 @@ def save_model(model, path: str) -> None:
     model.save(path)
 
 
-def finish(model, output_dir, accuracy, history, initial_epoch, epochs) -> TrainResult:
-    """Saves the final model and `summary.json`, prints where they are; returns the result."""
+def finish(
+    model, output_dir, accuracy, history, initial_epoch, epochs, split: dict | None = None
+) -> TrainResult:
+    """Saves the final model and `summary.json`, prints where they are; returns the result.
+
+    `split` is `split_summary(...)`: written to `summary.json` and, when the fractions moved
+    during the run (`--split=auto`), printed.
+    """
     model_path = os.path.join(output_dir, "model.keras")
     save_model(model, model_path)
     history = {name: [float(value) for value in values] for name, values in history.items()}
-    write_summary(
-        output_dir,
-        {"test_accuracy": accuracy, "epochs": epochs, "initial_epoch": initial_epoch},
-    )
+    summary = {"test_accuracy": accuracy, "epochs": epochs, "initial_epoch": initial_epoch}
+    if split is not None:
+        summary["split"] = split
+        if split["requested"] == "auto" and split["fractions"] is not None:
+            print(
+                f"Batch split at the end: fractions {_fractions_text(split['fractions'])}.",
+                flush=True,
+            )
+    write_summary(output_dir, summary)
     print(f"Held-out accuracy: {accuracy:.4f}", flush=True)
     announce_outputs(output_dir, model_path)
     return TrainResult(
@@ -596,6 +732,7 @@ def finish(model, output_dir, accuracy, history, initial_epoch, epochs) -> Train
         model_path=model_path,
         output_dir=output_dir,
         weights=model.get_weights(),
+        split=split,
     )
 
 

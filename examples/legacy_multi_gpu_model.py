@@ -154,11 +154,18 @@ def main(argv):
             "documented example does. Train with examples/train_keras.py --optimizer=... instead. "
             f"Received: --optimizer={arguments.optimizer}"
         )
+    if arguments.split != "even":
+        raise app.UsageError(
+            "--split: multi_gpu_model splits every batch evenly, as the legacy API did. Train "
+            "with examples/train_keras.py --split=... instead. Received: "
+            f"--split={common.format_split(arguments.split)}"
+        )
     devices = common.configure_devices(arguments.devices)
     values = dataclasses.asdict(arguments)
     del values["strategy"]  # Checked above: always ReplicaStrategy, through multi_gpu_model.
     del values["mirror_weights"]  # Checked above: multi_gpu_model keeps the legacy placement.
     del values["optimizer"]  # Checked above: the legacy example's RMSprop.
+    del values["split"]  # Checked above: even, as multi_gpu_model splits.
     train(**values | {"devices": devices})
 
 

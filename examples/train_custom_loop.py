@@ -54,6 +54,7 @@ def train(
     seed: int = 0,
     mirror_weights: bool = False,
     optimizer: str = "adam",
+    split: str | tuple[float, ...] = "even",
     verbose: int = 1,
 ) -> common.TrainResult:
     """Trains with a custom loop, checkpointing each epoch and resuming from the latest one.
@@ -74,6 +75,7 @@ def train(
         num_samples=num_samples,
         image_size=image_size,
         seed=seed,
+        split=split,
     ) as (distribution, output_dir, data):
         with distribution.scope():
             model = data_lib.build_model(data.train_images.shape[1:], hidden_units, seed)
@@ -113,7 +115,15 @@ def train(
                 f"checkpoint saved to {prefix}",
                 flush=True,
             )
-        return common.finish(model, output_dir, evaluate(), history, initial_epoch, epochs)
+        return common.finish(
+            model,
+            output_dir,
+            evaluate(),
+            history,
+            initial_epoch,
+            epochs,
+            split=common.split_summary(distribution, split),
+        )
 
 
 class _EpochLog:
@@ -185,7 +195,12 @@ def main(argv):
     devices = (
         common.configure_devices(arguments.devices) if common.is_local(arguments.strategy) else None
     )
-    tf.config.experimental.enable_op_determinism()
+    if devices is not None:
+        common.check_split_devices(arguments.split, devices)
+    if arguments.split != "auto":
+        # Not with split="auto": it times each replica with tf.timestamp, which op determinism
+        # refuses, and a split that follows measured times does not repeat run to run anyway.
+        tf.config.experimental.enable_op_determinism()
     with common.exit_with_message(
         checkpoints_lib.CorruptCheckpointError, checkpoints_lib.ModelMismatchError
     ):

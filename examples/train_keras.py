@@ -53,6 +53,7 @@ def train(
     seed: int = 0,
     mirror_weights: bool = False,
     optimizer: str = "adam",
+    split: str | tuple[float, ...] = "even",
     verbose: str | int = "auto",
 ) -> common.TrainResult:
     """Trains with `model.fit`, checkpointing each epoch and resuming from the latest one.
@@ -76,6 +77,9 @@ def train(
       optimizer: "adam" (`keras.optimizers.Adam`) or "fused_adam" (`replica_strategy.FusedAdam`,
         the same Adam as one fused kernel per dense update: faster where the update runs on a
         CPU, as with strategy="replica"). Checkpoints of either resume with the other.
+      split: with strategy="replica", `ReplicaStrategy(split=...)`: "even", "auto" (rows move
+        toward the faster devices as each step measures them) or one positive weight per
+        device. Recorded in `summary.json` with the fractions in force at the end.
       verbose: Keras' progress output.
 
     Returns:
@@ -95,6 +99,7 @@ def train(
         num_samples=num_samples,
         image_size=image_size,
         seed=seed,
+        split=split,
     ) as (distribution, output_dir, data):
         with distribution.scope():
             model = data_lib.build_model(data.train_images.shape[1:], hidden_units, seed)
@@ -132,7 +137,15 @@ def train(
                 verbose=verbose,
             ).history
         accuracy = float(model.evaluate(held_out, return_dict=True, verbose=0)["accuracy"])
-        return common.finish(model, output_dir, accuracy, history, initial_epoch, epochs)
+        return common.finish(
+            model,
+            output_dir,
+            accuracy,
+            history,
+            initial_epoch,
+            epochs,
+            split=common.split_summary(distribution, split),
+        )
 
 
 class _CheckpointEachEpoch(keras.callbacks.Callback):
@@ -155,7 +168,12 @@ def main(argv):
     devices = (
         common.configure_devices(arguments.devices) if common.is_local(arguments.strategy) else None
     )
-    tf.config.experimental.enable_op_determinism()
+    if devices is not None:
+        common.check_split_devices(arguments.split, devices)
+    if arguments.split != "auto":
+        # Not with split="auto": it times each replica with tf.timestamp, which op determinism
+        # refuses, and a split that follows measured times does not repeat run to run anyway.
+        tf.config.experimental.enable_op_determinism()
     with common.exit_with_message(
         checkpoints_lib.CorruptCheckpointError, checkpoints_lib.ModelMismatchError
     ):

@@ -2,6 +2,7 @@
 
 import contextlib
 import io
+import json
 import os
 
 import virtual_devices  # noqa: F401  (splits the CPU into logical devices on import)
@@ -35,6 +36,13 @@ class FlagsTest(parameterized.TestCase):
         ("devices_empty_entry", "--devices=/cpu:0,,/cpu:1", "--devices"),
         ("devices_zero", "--devices=0", "--devices"),
         ("devices_mixed", "--devices=0,/cpu:1", "--devices"),
+        ("split_unknown_word", "--split=fast", "--split=fast"),
+        ("split_zero_weight", "--split=1,0", "--split=1,0"),
+        ("split_negative_weight", "--split=3,-1", "--split=3,-1"),
+        ("split_nan_weight", "--split=nan,1", "--split=nan,1"),
+        ("split_inf_weight", "--split=inf,1", "--split=inf,1"),
+        ("split_empty_entry", "--split=3,,1", "--split=3,,1"),
+        ("split_empty", "--split=", "--split="),
     )
     def test_bad_flag_value_is_rejected_when_parsed(self, argument, flag_name):
         # absl checks each value as it parses the command line: app.run turns this error into
@@ -63,6 +71,40 @@ class FlagsTest(parameterized.TestCase):
     )
     def test_parse_devices(self, value, expected):
         self.assertEqual(common.parse_devices(value), expected)
+
+    @parameterized.named_parameters(
+        ("even", "even", "even"),
+        ("auto", "auto", "auto"),
+        ("integers", "3,1", (3.0, 1.0)),
+        ("fractions_with_spaces", " 0.6, 0.4 ", (0.6, 0.4)),
+        ("one_device", "1", (1.0,)),
+    )
+    def test_parse_split(self, value, expected):
+        self.assertEqual(common.parse_split(value), expected)
+        self.assertEqual(common.replica_options(split=expected).get("split", "even"), expected)
+
+    def test_split_other_than_even_with_another_strategy_is_rejected_when_parsed(self):
+        for strategy in ("mirrored", "central_storage", "one_device", "multi_worker", "default"):
+            with flagsaver.flagsaver():
+                with self.assertRaisesRegex(
+                    flags.IllegalFlagValueError, "--split is an option of --strategy=replica"
+                ):
+                    flags.FLAGS(["train_keras", f"--strategy={strategy}", "--split=auto"])
+        with flagsaver.flagsaver():  # Every strategy splits evenly.
+            flags.FLAGS(["train_keras", "--strategy=mirrored", "--split=even"])
+
+    def test_split_weights_not_one_per_device_are_a_usage_error(self):
+        for main in (train_keras.main, train_custom_loop.main):
+            with flagsaver.flagsaver(split="3,2,1", devices="2"):
+                with self.assertRaisesRegex(
+                    app.UsageError, r"--split gives 3 weights for 2 replica devices"
+                ):
+                    main([])
+
+    def test_legacy_trainer_refuses_an_uneven_split(self):
+        with flagsaver.flagsaver(split="auto"):
+            with self.assertRaisesRegex(app.UsageError, "--split: multi_gpu_model splits"):
+                legacy_multi_gpu_model.main([])
 
     def test_configure_devices_uses_existing_logical_cpus_once_initialized(self):
         # The runtime is initialized (4 logical CPUs): no reconfiguration, no error.
@@ -109,6 +151,60 @@ class TrainKerasTest(tf.test.TestCase, parameterized.TestCase):
         with flagsaver.flagsaver():
             with self.assertRaisesRegex(flags.IllegalFlagValueError, "--mirror_weights"):
                 flags.FLAGS(["train_keras", "--strategy=mirrored", "--mirror_weights"])
+
+    def test_split_is_printed_and_written_to_the_summary(self):
+        model_dir = self.create_tempdir().full_path
+        output = io.StringIO()
+        with contextlib.redirect_stdout(output):
+            result = train_keras.train(
+                devices=virtual_devices.cpus(2), model_dir=model_dir, split=(3, 1), **_TINY
+            )
+        self.assertIn(
+            "Batch split: --split=3,1, fractions 0.750 / 0.250 of each batch on", output.getvalue()
+        )
+        with open(os.path.join(model_dir, "summary.json")) as file:
+            summary = json.load(file)
+        self.assertEqual(summary["split"]["requested"], [3, 1])
+        self.assertAllClose(summary["split"]["fractions"], [0.75, 0.25])
+        self.assertEqual(result.split, summary["split"])
+
+    def test_even_split_is_recorded_for_every_strategy(self):
+        for strategy, fractions in (("replica", [0.5, 0.5]), ("mirrored", None)):
+            model_dir = self.create_tempdir().full_path
+            train_keras.train(
+                strategy=strategy, devices=virtual_devices.cpus(2), model_dir=model_dir, **_TINY
+            )
+            with open(os.path.join(model_dir, "summary.json")) as file:
+                split = json.load(file)["split"]
+            self.assertEqual(split["requested"], "even")
+            if fractions is None:
+                self.assertIsNone(split["fractions"])
+            else:
+                self.assertAllClose(split["fractions"], fractions)
+
+    def test_uneven_split_trains_like_the_even_split(self):
+        # Every row weighs 1/B under any split (no opt-in): the weights after fit are the same.
+        results = [
+            train_keras.train(
+                devices=virtual_devices.cpus(2),
+                model_dir=self.create_tempdir().full_path,
+                split=split,
+                **_TINY,
+            )
+            for split in ("even", (3, 1))
+        ]
+        for uneven, even in zip(results[1].weights, results[0].weights, strict=True):
+            self.assertAllClose(uneven, even, atol=1e-5)
+
+    def test_auto_split_trains_and_records_fractions_that_sum_to_one(self):
+        model_dir = self.create_tempdir().full_path
+        result = train_keras.train(
+            devices=virtual_devices.cpus(2), model_dir=model_dir, split="auto", **_TINY
+        )
+        self.assertEqual(result.split["requested"], "auto")
+        self.assertLen(result.split["fractions"], 2)
+        self.assertAllClose(sum(result.split["fractions"]), 1.0)
+        self.assertTrue(all(fraction > 0 for fraction in result.split["fractions"]))
 
     def test_synthetic_dataset_trains(self):
         result = train_keras.train(
@@ -206,6 +302,26 @@ class TrainCustomLoopTest(tf.test.TestCase):
         ):
             self.assertAllClose(replicated_weight, single_weight, atol=1e-5, rtol=1e-5)
         self.assertLen(replicated.history["val_accuracy"], 2)
+
+    def test_split_by_weights_gives_the_weights_of_no_strategy(self):
+        # 50 rows in batches of 10 split 3:1 (8, 2 rows): dividing by the global row count
+        # keeps every row at 1/B whatever the split.
+        settings = dict(num_samples=50, hidden_units=6, batch_size=10, epochs=2, verbose=0)
+        replicated = train_custom_loop.train(
+            strategy="replica",
+            devices=virtual_devices.cpus(2),
+            model_dir=self.create_tempdir().full_path,
+            split=(3, 1),
+            **settings,
+        )
+        single = train_custom_loop.train(
+            strategy="default", model_dir=self.create_tempdir().full_path, **settings
+        )
+        for replicated_weight, single_weight in zip(
+            replicated.weights, single.weights, strict=True
+        ):
+            self.assertAllClose(replicated_weight, single_weight, atol=1e-5, rtol=1e-5)
+        self.assertAllClose(replicated.split["fractions"], [0.75, 0.25])
 
     def test_learns_digits(self):
         result = train_custom_loop.train(

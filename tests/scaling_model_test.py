@@ -280,6 +280,68 @@ class MemoryTest(absltest.TestCase):
         self.assertEqual(eight.busiest_gpu_bytes, 48)  # ... plus 7 received copies and the sum
 
 
+class MixedPairTest(parameterized.TestCase):
+    """A100 beside V100: an even split runs at 2x the slower GPU, a split by speed at the sum."""
+
+    def setUp(self):
+        super().setUp()
+        self.steps = {point.label: point for point in scaling_model.mixed_pair_steps()}
+        self.a100, self.v100 = scaling_model.MIXED_PAIR
+        self.even = next(point for label, point in self.steps.items() if "even" in label)
+        self.by_speed = next(point for label, point in self.steps.items() if "speed" in label)
+
+    def test_even_split_runs_at_twice_the_slower_gpu_less_communication(self):
+        slower = min(device.resnet50_images_per_second for device in scaling_model.MIXED_PAIR)
+        self.assertEqual(self.even.rows, (128, 128))
+        self.assertAlmostEqual(self.even.overlapped_images_per_second, 2 * slower)
+        self.assertLess(self.even.serial_images_per_second, 2 * slower)
+        # The V100 makes the pair slower than the A100 alone when the split is even.
+        self.assertLess(
+            self.even.overlapped_images_per_second, self.a100.resnet50_images_per_second
+        )
+
+    def test_split_by_speed_runs_at_the_sum_of_both_rates_less_rounding(self):
+        total = sum(device.resnet50_images_per_second for device in scaling_model.MIXED_PAIR)
+        self.assertEqual(sum(self.by_speed.rows), scaling_model.MIXED_PAIR_GLOBAL_BATCH)
+        self.assertLessEqual(self.by_speed.overlapped_images_per_second, total)
+        self.assertGreater(self.by_speed.overlapped_images_per_second, 0.99 * total)
+        self.assertGreater(
+            self.by_speed.serial_images_per_second, 1.5 * self.even.serial_images_per_second
+        )
+
+    def test_communication_is_the_same_under_either_split_and_positive(self):
+        self.assertGreater(self.even.all_reduce_milliseconds, 0)
+        self.assertEqual(self.even.all_reduce_milliseconds, self.by_speed.all_reduce_milliseconds)
+        for point in self.steps.values():
+            self.assertLessEqual(point.serial_images_per_second, point.overlapped_images_per_second)
+
+    @parameterized.parameters(
+        (256, (909.0, 412.0)), (7, (1.0, 1.0)), (10, (3.0, 1.0)), (5, (1.0, 1.0, 1.0)), (1, (1, 2))
+    )
+    def test_split_rows_sum_to_the_batch_within_one_row_of_each_share(self, batch, weights):
+        rows = scaling_model.split_rows(batch, weights)
+        self.assertEqual(sum(rows), batch)
+        for count, weight in zip(rows, weights, strict=True):
+            self.assertLess(abs(count - batch * weight / sum(weights)), 1)
+
+    def test_split_rows_gives_ties_to_the_lower_index(self):
+        self.assertEqual(scaling_model.split_rows(7, (1.0, 1.0)), [4, 3])
+        self.assertEqual(scaling_model.split_rows(5, (1.0, 1.0, 1.0)), [2, 2, 1])
+
+    def test_per_device_figures_are_the_published_ones(self):
+        # SCALING.md, "A mixed pair", names their sources.
+        self.assertEqual(
+            (self.a100.resnet50_images_per_second, self.a100.resnet50_batch), (909.0, 256)
+        )
+        self.assertEqual(
+            (self.v100.resnet50_images_per_second, self.v100.resnet50_batch), (412.0, 128)
+        )
+        self.assertIsNone(self.v100.tf32_tflops)
+        document = (_REPOSITORY / "benchmarks" / "SCALING.md").read_text(encoding="utf-8")
+        self.assertIn("## A mixed pair: one A100 and one V100", document)
+        self.assertIn("resnet50v1.5/README.md", document)
+
+
 class MarkdownTest(absltest.TestCase):
     def test_every_model_precision_and_gpu_count_has_a_row(self):
         markdown = scaling_model.build_markdown(

@@ -15,6 +15,7 @@ _TRAINERS = ("train_keras", "train_custom_loop", "legacy_multi_gpu_model")
 _SHARED_FLAGS = (
     "strategy",
     "mirror_weights",
+    "split",
     "devices",
     "dataset",
     "num_samples",
@@ -87,6 +88,36 @@ class TrainerProgramTest(tf.test.TestCase, parameterized.TestCase):
         # MirroredStrategy logs this once, at INFO; TensorFlow's handler and absl's both printed it.
         self.assertLen(re.findall("Using MirroredStrategy with devices", run.stderr), 1)
         self.assertNotIn("INFO:tensorflow:", run.stderr)
+
+
+class SplitFlagTest(tf.test.TestCase, parameterized.TestCase):
+    """`--split`: checked as it is parsed, printed at the start and written to summary.json."""
+
+    @parameterized.named_parameters(
+        ("unknown_word", ["--split=fastest"], "--split=fastest"),
+        ("zero_weight", ["--split=1,0"], "--split=1,0"),
+        ("another_strategy", ["--strategy=mirrored", "--split=auto"], "--strategy=mirrored"),
+        ("weights_not_one_per_device", ["--split=3,2,1", "--devices=2"], "--split=3,2,1"),
+    )
+    def test_bad_split_is_a_usage_error(self, arguments, echoed):
+        run = _run("train_keras", *arguments, f"--model_dir={self.create_tempdir().full_path}")
+        self.assertEqual(run.returncode, 1, run.stderr[-3000:])
+        self.assertIn("--split", run.stderr)
+        self.assertIn(echoed, run.stderr)
+        self.assertNotIn("Traceback", run.stderr)
+
+    def test_auto_split_is_printed_at_the_start_and_recorded(self):
+        model_dir = self.create_tempdir().full_path
+        run = _run("train_keras", *_TINY, "--split=auto", f"--model_dir={model_dir}")
+        self.assertEqual(run.returncode, 0, run.stderr[-3000:])
+        self.assertIn(
+            "Batch split: --split=auto, fractions 0.500 / 0.500 of each batch", run.stdout
+        )
+        self.assertIn("Batch split at the end: fractions", run.stdout)
+        with open(os.path.join(model_dir, "summary.json")) as file:
+            split = json.load(file)["split"]
+        self.assertEqual(split["requested"], "auto")
+        self.assertAllClose(sum(split["fractions"]), 1.0)
 
 
 class OptimizerFlagTest(tf.test.TestCase, parameterized.TestCase):
