@@ -50,7 +50,14 @@ from tensorflow.python.ops import array_ops, cond, math_ops, variable_scope
 from tensorflow.python.platform import tf_logging
 from tensorflow.python.util import nest
 
-from replica_strategy import _device_all_reduce, _mirrored_weights, _variables, batching
+from replica_strategy import (
+    _device_all_reduce,
+    _mirrored_weights,
+    _split_input,
+    _split_state,
+    _variables,
+    batching,
+)
 
 _AUTO = variable_scope.VariableSynchronization.AUTO
 _ON_READ = variable_scope.VariableSynchronization.ON_READ
@@ -69,7 +76,13 @@ class ReplicaExtended(parameter_server_strategy.ParameterServerStrategyExtended)
     """Variables once on the parameter device, one replica per device, merges on one device."""
 
     def __init__(
-        self, container_strategy, devices, parameter_device, merge_device, mirror_weights=False
+        self,
+        container_strategy,
+        devices,
+        parameter_device,
+        merge_device,
+        mirror_weights=False,
+        split="even",
     ):
         # TF's parent logs "ParameterServerStrategy (CentralStorageStrategy if you are using a
         # single machine)" here; a user who asked for ReplicaStrategy reads our line instead.
@@ -103,6 +116,8 @@ class ReplicaExtended(parameter_server_strategy.ParameterServerStrategyExtended)
         self.experimental_enable_get_next_as_optional = len(devices) > 1
         self._run = _RunState()
         self._traced_around_replicas = weakref.WeakKeyDictionary()
+        # How each batch is shared among the replicas (`split`); see _split_state.py.
+        self._split = _split_state.SplitState(split, devices, self._worker_device)
 
     # -- replicas ------------------------------------------------------------------------------
 
@@ -118,9 +133,9 @@ class ReplicaExtended(parameter_server_strategy.ParameterServerStrategyExtended)
         rows = _rows_per_replica((args, kwargs), self._num_replicas_in_sync)
         # Merge functions run in this thread, each replica in a thread of its own: both see the
         # row counts of this call, and no other thread's.
-        with self._run.holding(rows):
-            return mirrored_run.call_for_each_replica(
-                strategy, self._run.wrap(fn, rows), args, kwargs
+        with self._run.holding(rows), self._split.measuring((args, kwargs), rows) as measured:
+            return measured(
+                mirrored_run.call_for_each_replica(strategy, self._run.wrap(fn, rows), args, kwargs)
             )
 
     def _trace_around_replicas(self, fn):
@@ -277,6 +292,7 @@ class ReplicaExtended(parameter_server_strategy.ParameterServerStrategyExtended)
     # -- reductions ----------------------------------------------------------------------------
 
     def _reduce_to(self, reduce_op, value, destinations, options):
+        self._split.note_reduction(value)
         value = self._finite_from_empty_replicas(value)
         return self._run.record_reduced(
             self._reduce_leaves(reduce_op, value, destinations, options)
@@ -284,9 +300,9 @@ class ReplicaExtended(parameter_server_strategy.ParameterServerStrategyExtended)
 
     def _batch_reduce_to(self, reduce_op, value_destination_pairs, options):
         # Checks every value in one pass: one branch per replica, whatever the number of values.
-        values_to_reduce = self._finite_from_empty_replicas(
-            [value for value, _ in value_destination_pairs]
-        )
+        values_to_reduce = [value for value, _ in value_destination_pairs]
+        self._split.note_reduction(values_to_reduce)
+        values_to_reduce = self._finite_from_empty_replicas(values_to_reduce)
         return self._run.record_reduced(
             [
                 self._reduce_leaves(reduce_op, value, destinations, options, in_batch=True)
@@ -420,10 +436,27 @@ class ReplicaExtended(parameter_server_strategy.ParameterServerStrategyExtended)
                 "InputReplicationMode.PER_REPLICA is only supported in "
                 "`distribute_datasets_from_function`, as in every tf.distribute strategy."
             )
+        if self._split.resplits:
+            return _split_input.distribute_dataset(
+                dataset, self._split_input_workers(), self._container_strategy(), options
+            )
         return super()._experimental_distribute_dataset(dataset, options)
 
+    def _split_input_workers(self):
+        """With `split`, every replica's part of a batch goes to the host, to be split again."""
+        return input_lib.InputWorkers(
+            [(self._worker_device, (self._worker_device,) * self._num_replicas_in_sync)]
+        )
+
     def _distribute_datasets_from_function(self, dataset_fn, options):
-        input_workers = self._input_workers_with_options(options)
+        resplits = self._split.resplits and not (
+            options
+            and options.experimental_replication_mode
+            == distribute_lib.InputReplicationMode.PER_REPLICA
+        )
+        input_workers = (
+            self._split_input_workers() if resplits else self._input_workers_with_options(options)
+        )
         input_contexts = [
             distribute_lib.InputContext(
                 num_input_pipelines=input_workers.num_workers,
@@ -432,6 +465,10 @@ class ReplicaExtended(parameter_server_strategy.ParameterServerStrategyExtended)
             )
             for pipeline_id in range(input_workers.num_workers)
         ]
+        if resplits:
+            return _split_input.distribute_datasets_from_function(
+                dataset_fn, input_workers, input_contexts, self._container_strategy(), options
+            )
         return input_util.get_distributed_datasets_from_function(
             dataset_fn, input_workers, input_contexts, self._container_strategy(), options
         )
@@ -445,6 +482,17 @@ class ReplicaExtended(parameter_server_strategy.ParameterServerStrategyExtended)
     @property
     def mirror_weights(self):
         return self._mirror_weights
+
+    @property
+    def split_in_force(self):
+        """Each replica's fraction of a batch now, in replica order (`ReplicaStrategy.split`)."""
+        return self._split.in_force()
+
+    @property
+    def weights_rows(self):
+        """Whether Keras losses must weigh each replica by its rows: True under any `split`
+        other than "even", whose replicas take unequal shares of every batch."""
+        return self._split.resplits
 
     @property
     def experimental_between_graph(self):
