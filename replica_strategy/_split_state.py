@@ -204,9 +204,10 @@ class _AutoSplit:
 
         num_replicas = len(self._state.devices)
         speed = math_ops.div_no_nan(array_ops.ones_like(average), average)
-        target = math_ops.div_no_nan(speed, math_ops.reduce_sum(speed))
-        target = math_ops.maximum(target, _FLOOR_OF_EVEN_SHARE / num_replicas)
-        target = target / math_ops.reduce_sum(target)
+        target = _with_floor(
+            math_ops.div_no_nan(speed, math_ops.reduce_sum(speed)),
+            _FLOOR_OF_EVEN_SHARE / num_replicas,
+        )
         current = self._state.fractions.read_value()
         moved = current + _STEP_TOWARD_TARGET * (target - current)
         moved = moved / math_ops.reduce_sum(moved)
@@ -226,6 +227,21 @@ class _AutoSplit:
             return array_ops.identity(change)
 
         cond.cond(change, apply, lambda: array_ops.identity(change))
+
+
+def _with_floor(shares, floor):
+    """`shares` (sum 1) with each at least `floor`: what the small ones gain, the others give
+    in proportion to how far above the floor they are (so none falls below it)."""
+    below = shares < floor
+    shortfall = math_ops.reduce_sum(
+        array_ops.where(below, floor - shares, array_ops.zeros_like(shares))
+    )
+    room = array_ops.where(below, array_ops.zeros_like(shares), shares - floor)
+    return array_ops.where(
+        below,
+        array_ops.fill(array_ops.shape(shares), math_ops.cast(floor, shares.dtype)),
+        shares - shortfall * math_ops.div_no_nan(room, math_ops.reduce_sum(room)),
+    )
 
 
 @def_function.function(autograph=False)

@@ -4,6 +4,9 @@ Oracles: one device (no strategy) for weights and results, `batching.weighted_sp
 for the rows each replica gets, and the even split for what must not change.
 """
 
+import logging
+import time
+
 import keras_testing
 import virtual_devices
 
@@ -269,6 +272,99 @@ class SplitNumericsTest(tf.test.TestCase, parameterized.TestCase):
             trained.fit(x, y, sample_weight=weights, batch_size=2, shuffle=False, verbose=0)
         self.assertLess(keras_testing.max_weight_difference(model, reference), 1e-5)
         self.assertAllClose(model.predict(x, batch_size=2, verbose=0), reference(x), atol=1e-5)
+
+
+# Made outside any strategy: read by `_sleep_per_row`, written by nothing.
+_SLEEP_ANCHOR = tf.Variable(0.0, trainable=False)
+
+
+@tf.function(autograph=False)
+def _sleep_per_row(inputs, anchor, seconds_per_row):  # pylint: disable=unused-argument
+    """`inputs`, after sleeping `seconds_per_row` per row of them.
+
+    A function that takes a resource, so that tf.function does not chain it after the other
+    replicas' sleeps (automatic control dependencies order stateful ops without resources).
+    """
+    slept = tf.py_function(
+        lambda rows: np.float32(time.sleep(float(rows) * seconds_per_row) or 0.0),
+        [tf.shape(inputs)[0]],
+        tf.float32,
+    )
+    with tf.control_dependencies([slept]):
+        return tf.identity(inputs)
+
+
+class SlowerPerRow(keras.layers.Layer):
+    """Simulates devices of different speeds: each replica sleeps its own time per row.
+
+    Also counts its traces (calls while building a graph).
+    """
+
+    def __init__(self, seconds_per_row_by_replica, **kwargs):
+        super().__init__(**kwargs)
+        self.seconds_per_row_by_replica = seconds_per_row_by_replica
+        self.traces = 0
+
+    def call(self, inputs):
+        if not tf.executing_eagerly():
+            self.traces += 1
+        context = tf.distribute.get_replica_context()
+        replica = tf.get_static_value(context.replica_id_in_sync_group) if context else None
+        if replica is None:
+            return inputs
+        return _sleep_per_row(inputs, _SLEEP_ANCHOR, self.seconds_per_row_by_replica[replica])
+
+
+class _SplitAfterEachBatch(keras.callbacks.Callback):
+    def __init__(self, strategy):
+        super().__init__()
+        self.strategy = strategy
+        self.splits = [strategy.split]
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.splits.append(self.strategy.split)
+
+
+def _fit_with_speeds(split, seconds_per_row, steps, batch_size=32):
+    """Fits on len(seconds_per_row) replicas; returns (strategy, model, splits after each step)."""
+    strategy = ReplicaStrategy(virtual_devices.cpus(len(seconds_per_row) + 1)[1:], split=split)
+    slower = SlowerPerRow(seconds_per_row)
+    model = keras_testing.in_scope(strategy, _mlp, slower)
+    x, y = _data(batch_size * steps)
+    splits = _SplitAfterEachBatch(strategy)
+    model.fit(x, y, batch_size=batch_size, epochs=1, verbose=0, callbacks=[splits])
+    return strategy, slower, splits.splits
+
+
+class AutoSplitTest(tf.test.TestCase):
+    def test_moves_toward_speed_logs_each_change_once_and_never_retraces(self):
+        # Replica 1 takes three times as long per row: the speed-proportional split is 3:1.
+        with self.assertLogs("tensorflow", level=logging.INFO) as logs:
+            strategy, slower, splits = _fit_with_speeds("auto", (0.001, 0.003), steps=40)
+        changes = [index for index in range(1, len(splits)) if splits[index] != splits[index - 1]]
+        logged = [line for line in logs.output if "split='auto'" in line]
+        self.assertNotEmpty(changes)
+        self.assertLen(logged, len(changes))
+        self.assertEqual(splits[0], (0.5, 0.5))
+        # Settled: within generous bounds of 0.75, and no change in the last ten steps.
+        self.assertBetween(strategy.split[0], 0.62, 0.88)
+        self.assertAlmostEqual(sum(strategy.split), 1.0)
+        self.assertLess(changes[-1], len(splits) - 10, f"still moving: {splits}")
+        # No retrace when the split changes: as many traces as under a fixed split.
+        _, fixed_slower, fixed_splits = _fit_with_speeds([1, 1], (0.001, 0.003), steps=40)
+        self.assertEqual(set(fixed_splits), {(0.5, 0.5)})
+        self.assertEqual(slower.traces, fixed_slower.traces)
+
+    def test_equal_speeds_keep_the_split_near_even(self):
+        strategy, _, _ = _fit_with_speeds("auto", (0.002, 0.002, 0.002), steps=30, batch_size=30)
+        for fraction in strategy.split:
+            self.assertBetween(fraction, 0.25, 0.42)
+
+    def test_a_replica_never_loses_its_whole_share(self):
+        # Replica 1 is 50 times slower per row; its share stops at the floor, not zero.
+        strategy, _, _ = _fit_with_speeds("auto", (0.0002, 0.01), steps=30)
+        self.assertGreaterEqual(strategy.split[1], 0.05 - 1e-9)
+        self.assertLess(strategy.split[1], 0.2)
 
 
 if __name__ == "__main__":
