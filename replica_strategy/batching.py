@@ -8,6 +8,10 @@ replicas after the last row get zero rows (10 rows on 4 replicas: 3, 3, 3, 1; 2 
 Datasets are split by TensorFlow's own input pipeline, which follows this rule (tested against
 `split_sizes`); `split_batch` and `merge_batches` are the rule for tensors in hand, and
 `require_batch_axis` guards `strategy.gather`.
+
+Under `ReplicaStrategy(split=<weights>)` (or "auto") the rule is `weighted_split_sizes`: rows
+in proportion to each replica's fraction, largest remainders taking the rows left over;
+`weighted_split_sizes_tensor` is the same rule as TensorFlow ops, for the input pipeline.
 """
 
 from __future__ import annotations

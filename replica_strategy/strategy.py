@@ -28,6 +28,8 @@ class ReplicaStrategy(distribute_lib.Strategy):
     replicas: 3, 3, 3, 1; 2 rows on 4: 1, 1, 0, 0). A replica with no rows still runs: what it
     computes counts (its share of a regularization loss, say), except what an empty batch makes
     non-finite (the NaN of a mean over no rows, as in BatchNormalization), which counts as zero.
+    With `split` (see Args) the batch is shared in other proportions, for devices of
+    different speeds.
 
     Keras and custom loops run unchanged (here on two logical CPUs, see the README):
 

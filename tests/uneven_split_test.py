@@ -426,6 +426,41 @@ class AutoSplitTest(tf.test.TestCase):
         self.assertEqual(set(fixed_splits), {(0.5, 0.5)})
         self.assertEqual(slower.traces, fixed_slower.traces)
 
+    def test_custom_loop_in_a_function_moves_toward_speed(self):
+        strategy = ReplicaStrategy(_TWO, split="auto")
+        slower = SlowerPerRow((0.003, 0.001))
+        model = keras_testing.in_scope(strategy, _mlp, slower)
+        x, y = _data(32 * 30)
+        dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(32)
+
+        def replica_step(inputs, labels):
+            with tf.GradientTape() as tape:
+                per_example = tf.reduce_mean(tf.square(model(inputs) - labels), axis=1)
+                loss = tf.nn.compute_average_loss(per_example, global_batch_size=32)
+            gradients = tape.gradient(loss, model.trainable_variables)
+            model.optimizer.apply_gradients(zip(gradients, model.trainable_variables))
+
+        @tf.function
+        def step(iterator):
+            strategy.run(replica_step, args=next(iterator))
+
+        iterator = iter(strategy.experimental_distribute_dataset(dataset))
+        for _ in range(30):
+            step(iterator)
+        self.assertBetween(strategy.split[1], 0.62, 0.88)
+        self.assertEqual(step.experimental_get_tracing_count(), 1)
+
+    def test_eager_run_measures_nothing_and_keeps_the_split(self):
+        # Eager replicas meet at the first reduction together: nothing tells them apart.
+        strategy = ReplicaStrategy(_TWO, split="auto")
+        dataset = tf.data.Dataset.from_tensor_slices(np.ones([64, 1], "float32")).batch(8)
+        for batch in strategy.experimental_distribute_dataset(dataset):
+            strategy.run(
+                lambda x: tf.distribute.get_replica_context().all_reduce("SUM", tf.reduce_sum(x)),
+                args=(batch,),
+            )
+        self.assertAllClose(strategy.split, (0.5, 0.5), atol=0.02)
+
     def test_equal_speeds_keep_the_split_near_even(self):
         strategy, _, _ = _fit_with_speeds("auto", (0.002, 0.002, 0.002), steps=30, batch_size=30)
         for fraction in strategy.split:
