@@ -133,7 +133,10 @@ class ReplicaExtended(parameter_server_strategy.ParameterServerStrategyExtended)
         rows = _rows_per_replica((args, kwargs), self._num_replicas_in_sync)
         # Merge functions run in this thread, each replica in a thread of its own: both see the
         # row counts of this call, and no other thread's.
-        with self._run.holding(rows), self._split.measuring((args, kwargs), rows) as measured:
+        with (
+            self._run.holding(rows),
+            self._split.measuring((args, kwargs), rows) as (measured, (args, kwargs)),
+        ):
             return measured(
                 mirrored_run.call_for_each_replica(strategy, self._run.wrap(fn, rows), args, kwargs)
             )

@@ -5,14 +5,16 @@
 variable, made outside any strategy and tracked by nothing: the split is how this machine
 runs, not model state, so checkpoints neither hold nor restore it.
 
-"auto" measures each replica's compute time per row inside the executed step: a timestamp
-once the replica's inputs are ready, another once the values it hands to the step's first
-reduction are (the gradients, in training; its outputs when the step reduces nothing).
+"auto" measures each replica's compute time per row inside the executed step: from a
+timestamp once the replica's inputs are ready (its work waits for that timestamp, so none of
+it can run before) to one once the values the replica hands to the step's first reduction
+are (the gradients, in training; its outputs when the step reduces nothing).
 Waiting for the other replicas comes after that point, so it is not counted. Per replica, a
 moving average of seconds per row (the first measurement, a warm-up, is dropped) gives a
-target split proportional to speed, with a floor per replica; when the target is more than
-a deadband away from the split in force, the split moves half way to it, and the change is
-logged, once. In eager `strategy.run` every replica reaches the first reduction together, so
+target split proportional to speed, with a floor per replica. When some share is more than
+0.03 from its target the split starts moving: half way to the target each step, until every
+share is within 0.005 of it (hysteresis: a steady load settles, and noise below 0.03 does not
+move it again). Each change is logged, once. In eager `strategy.run` every replica reaches the first reduction together, so
 "auto" sees equal speeds per row of work done and keeps the split; it learns in
 `tf.function` steps (Keras' `fit`, or a custom loop's `tf.function`).
 """
@@ -23,7 +25,7 @@ import contextlib
 import threading
 
 import numpy as np
-from tensorflow.python.distribute import distribute_utils
+from tensorflow.python.distribute import distribute_utils, values
 from tensorflow.python.eager import context, def_function
 from tensorflow.python.framework import dtypes, ops, tensor_util
 from tensorflow.python.ops import (
@@ -41,11 +43,13 @@ from tensorflow.python.util import nest
 from replica_strategy import split as split_lib
 
 # Weight of the newest measurement in the moving average of seconds per row.
-_SMOOTHING = 0.3
+_SMOOTHING = 0.2
 # Measurements per replica before the split may move (after the dropped warm-up one).
 _MEASUREMENTS_BEFORE_MOVING = 3
-# The split moves only when some replica's target share differs by more than this.
-_DEADBAND = 0.02
+# Hysteresis: the split starts moving when some replica's target share differs from its share
+# by more than the first, and keeps moving, step after step, until within the second.
+_START_MOVING_BEYOND = 0.03
+_STOP_MOVING_WITHIN = 0.005
 # Each move goes this part of the way to the target.
 _STEP_TOWARD_TARGET = 0.5
 # Each replica keeps at least this share of an even split.
@@ -81,9 +85,13 @@ class SplitState:
             return tuple(float(value) for value in self.fractions.numpy())
 
     def measuring(self, inputs, rows):
-        """Context for one `run`: yields `finish(outputs)`, which "auto" measures and adapts."""
+        """Context for one `run` on `inputs`: yields `(finish, inputs)`.
+
+        Run the replicas on the `inputs` yielded (with "auto", each replica's gated on its
+        start timestamp), and pass their outputs through `finish`, which measures and adapts.
+        """
         if self._auto is None or rows is None:
-            return contextlib.nullcontext(lambda outputs: outputs)
+            return contextlib.nullcontext((_unchanged, inputs))
         return self._auto.measuring(inputs, rows)
 
     def note_reduction(self, value):
@@ -110,6 +118,8 @@ class _AutoSplit:
         self._measurements = _host_variable(
             (0,) * num_replicas, dtypes.int64, state.host, "replica_split_measurements"
         )
+        # Whether the split is on its way to a target (see _START_MOVING_BEYOND).
+        self._moving = _host_variable(False, dtypes.bool, state.host, "replica_split_moving")
         # Read by every timestamp, written by nothing: see `_timestamp_once`.
         self._anchor = _host_variable(0.0, dtypes.float64, state.host, "replica_split_anchor")
         self._local = threading.local()
@@ -118,7 +128,7 @@ class _AutoSplit:
     def measuring(self, inputs, rows):
         if getattr(self._local, "measurement", None) is not None:
             # A run inside a merge function belongs to the outer run's measurement.
-            yield lambda outputs: outputs
+            yield _unchanged, inputs
             return
         measurement = _Measurement(
             [
@@ -126,6 +136,8 @@ class _AutoSplit:
                 for replica in range(len(self._state.devices))
             ]
         )
+        if not context.executing_eagerly():
+            inputs = _after_starts(inputs, measurement.starts)
         self._local.measurement = measurement
         try:
 
@@ -136,7 +148,7 @@ class _AutoSplit:
                 self._update(measurement, rows)
                 return outputs
 
-            yield finish
+            yield finish, inputs
         finally:
             self._local.measurement = None
 
@@ -212,7 +224,11 @@ class _AutoSplit:
         moved = current + _STEP_TOWARD_TARGET * (target - current)
         moved = moved / math_ops.reduce_sum(moved)
         ready = math_ops.reduce_all(measurements >= 1 + _MEASUREMENTS_BEFORE_MOVING)
-        change = ready & (math_ops.reduce_max(math_ops.abs(target - current)) > _DEADBAND)
+        gap = math_ops.reduce_max(math_ops.abs(target - current))
+        change = ready & (
+            (gap > _START_MOVING_BEYOND) | (self._moving.read_value() & (gap > _STOP_MOVING_WITHIN))
+        )
+        self._moving.assign(change)
 
         if context.executing_eagerly():
             if bool(change):
@@ -227,6 +243,32 @@ class _AutoSplit:
             return array_ops.identity(change)
 
         cond.cond(change, apply, lambda: array_ops.identity(change))
+
+
+def _unchanged(outputs):
+    return outputs
+
+
+def _after_starts(inputs, starts):
+    """`inputs` with replica i's parts computed only after `starts[i]` (when not None).
+
+    Without this, a replica's work could start before its start timestamp runs (the runtime
+    may have no thread free for the timestamp), and the measurement would miss that work.
+    """
+
+    def gate(leaf):
+        if not isinstance(leaf, values.PerReplica) or len(leaf.values) != len(starts):
+            return leaf
+        gated = []
+        for part, start in zip(leaf.values, starts, strict=True):
+            if start is None or not tensor_util.is_tf_type(part):
+                gated.append(part)
+                continue
+            with ops.device(part.device), ops.control_dependencies([start]):
+                gated.append(nest.map_structure(array_ops.identity, part, expand_composites=True))
+        return values.PerReplica(tuple(gated))
+
+    return nest.map_structure(gate, inputs)
 
 
 def _with_floor(shares, floor):

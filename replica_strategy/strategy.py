@@ -95,8 +95,8 @@ class ReplicaStrategy(distribute_lib.Strategy):
         (`tf.timestamp` once its inputs are ready and once the values it hands to the step's
         first reduction, its gradients, are), and moves rows toward the faster devices: a
         smoothed estimate per device, a target share proportional to speed with a floor of a
-        tenth of an even share, moves of half the way when the target is more than 0.02 away,
-        each change logged once. It learns in `tf.function` steps (Keras' `fit`, a custom
+        tenth of an even share; once a share is more than 0.03 from its target, moves of half
+        the way each step until within 0.005; each change logged once. It learns in `tf.function` steps (Keras' `fit`, a custom
         loop's `tf.function`), not in eager `strategy.run`. Changing the split does not
         retrace: it is read from a variable in each step, and the batch dimension the step
         sees is dynamic. Under any split other than "even", datasets distributed by the

@@ -173,6 +173,27 @@ class SplitDatasetTest(tf.test.TestCase, parameterized.TestCase):
             self.assertAllEqual(rows, [6, 2])
             self.assertAllEqual(rows_in_order, np.arange(start, start + 8))
 
+    def test_ragged_and_sparse_batches_split_by_rows(self):
+        strategy = ReplicaStrategy(_TWO, split=[3, 1])
+        ragged = tf.ragged.constant([[row] * (row % 3 + 1) for row in range(10)])
+        sparse = tf.sparse.from_dense(np.arange(20).reshape(10, 2) % 3)
+        dataset = tf.data.Dataset.from_tensor_slices((ragged, sparse)).batch(8)
+        rows = []
+        for ragged_parts, sparse_parts in strategy.experimental_distribute_dataset(dataset):
+            ragged_parts = strategy.experimental_local_results(ragged_parts)
+            sparse_parts = strategy.experimental_local_results(sparse_parts)
+            rows.append([int(part.nrows()) for part in ragged_parts])
+            self.assertEqual([int(part.dense_shape[0]) for part in sparse_parts], rows[-1])
+            self.assertEqual(
+                sum((part.to_list() for part in ragged_parts), []),
+                ragged[8 * (len(rows) - 1) :][:8].to_list(),
+            )
+            self.assertAllEqual(
+                tf.concat([tf.sparse.to_dense(part) for part in sparse_parts], 0),
+                tf.sparse.to_dense(sparse)[8 * (len(rows) - 1) :][:8],
+            )
+        self.assertEqual(rows, [[6, 2], [2, 0]])
+
     def test_fetch_to_device_false_keeps_the_parts_on_the_host(self):
         strategy = ReplicaStrategy(_TWO, split=[3, 1])
         distributed = strategy.experimental_distribute_dataset(
@@ -407,23 +428,38 @@ def _fit_with_speeds(split, seconds_per_row, steps, batch_size=32):
     return strategy, slower, splits.splits
 
 
-class AutoSplitTest(tf.test.TestCase):
-    def test_moves_toward_speed_logs_each_change_once_and_never_retraces(self):
-        # Replica 1 takes three times as long per row: the speed-proportional split is 3:1.
+class AutoSplitTest(tf.test.TestCase, parameterized.TestCase):
+    @parameterized.named_parameters(
+        # Seconds per row on each replica; the speed-proportional split is 3:1, and 4:4:2:1.
+        ("two_replicas", (0.001, 0.003)),
+        ("four_replicas", (0.001, 0.001, 0.002, 0.004)),
+    )
+    def test_moves_toward_speed_logs_each_change_once_and_never_retraces(self, seconds_per_row):
+        speeds = [1 / seconds for seconds in seconds_per_row]
+        expected = [speed / sum(speeds) for speed in speeds]
         with self.assertLogs("tensorflow", level=logging.INFO) as logs:
-            strategy, slower, splits = _fit_with_speeds("auto", (0.001, 0.003), steps=40)
+            strategy, slower, splits = _fit_with_speeds("auto", seconds_per_row, steps=40)
         changes = [index for index in range(1, len(splits)) if splits[index] != splits[index - 1]]
         logged = [line for line in logs.output if "split='auto'" in line]
         self.assertNotEmpty(changes)
         self.assertLen(logged, len(changes))
-        self.assertEqual(splits[0], (0.5, 0.5))
-        # Settled: within generous bounds of 0.75, and no change in the last ten steps.
-        self.assertBetween(strategy.split[0], 0.62, 0.88)
+        self.assertAllClose(splits[0], [1 / len(speeds)] * len(speeds))
+        # Settles within a few dozen steps near the speed ratio, and stays there (bounds
+        # generous: a loaded machine's timing noise moves it a little).
+        settled = next(
+            index
+            for index, split in enumerate(splits)
+            if np.abs(np.subtract(split, expected)).max() < 0.05
+        )
+        self.assertLess(settled, 25, f"slow to settle: {splits}")
+        for split in splits[settled:]:
+            self.assertAllClose(split, expected, atol=0.1)
         self.assertAlmostEqual(sum(strategy.split), 1.0)
-        self.assertLess(changes[-1], len(splits) - 10, f"still moving: {splits}")
         # No retrace when the split changes: as many traces as under a fixed split.
-        _, fixed_slower, fixed_splits = _fit_with_speeds([1, 1], (0.001, 0.003), steps=40)
-        self.assertEqual(set(fixed_splits), {(0.5, 0.5)})
+        _, fixed_slower, fixed_splits = _fit_with_speeds(
+            [1] * len(speeds), seconds_per_row, steps=40
+        )
+        self.assertLen(set(fixed_splits), 1)
         self.assertEqual(slower.traces, fixed_slower.traces)
 
     def test_custom_loop_in_a_function_moves_toward_speed(self):
