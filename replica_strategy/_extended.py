@@ -49,7 +49,14 @@ from tensorflow.python.ops import array_ops, cond, math_ops, variable_scope
 from tensorflow.python.platform import tf_logging
 from tensorflow.python.util import nest
 
-from replica_strategy import _device_all_reduce, _mirrored_weights, _variables, batching
+from replica_strategy import (
+    _device_all_reduce,
+    _mirrored_weights,
+    _split_input,
+    _split_state,
+    _variables,
+    batching,
+)
 
 _AUTO = variable_scope.VariableSynchronization.AUTO
 _ON_READ = variable_scope.VariableSynchronization.ON_READ
@@ -66,7 +73,13 @@ class ReplicaExtended(parameter_server_strategy.ParameterServerStrategyExtended)
     """Variables once on the parameter device, one replica per device, merges on one device."""
 
     def __init__(
-        self, container_strategy, devices, parameter_device, merge_device, mirror_weights=False
+        self,
+        container_strategy,
+        devices,
+        parameter_device,
+        merge_device,
+        mirror_weights=False,
+        split="even",
     ):
         # TF's parent logs "ParameterServerStrategy (CentralStorageStrategy if you are using a
         # single machine)" here; a user who asked for ReplicaStrategy reads our line instead.
@@ -101,6 +114,8 @@ class ReplicaExtended(parameter_server_strategy.ParameterServerStrategyExtended)
         self._run = _RunState()
         self._building_from_first_batch = threading.local()
         self._traced_around_replicas = weakref.WeakKeyDictionary()
+        # How each batch is shared among the replicas (`split`); see _split_state.py.
+        self._split = _split_state.SplitState(split, devices, self._worker_device)
 
     # -- replicas ------------------------------------------------------------------------------
 
@@ -114,9 +129,12 @@ class ReplicaExtended(parameter_server_strategy.ParameterServerStrategyExtended)
             # What mirrored_run would do to `fn`; it leaves the wrapper below unconverted.
             fn = autograph.tf_convert(fn, autograph_ctx.control_status_ctx())
         rows = _rows_per_replica((args, kwargs), self._num_replicas_in_sync)
-        with self._run.holding(rows):
-            return mirrored_run.call_for_each_replica(
-                strategy, self._run.wrap(fn, rows), args, kwargs
+        with (
+            self._run.holding(rows),
+            self._split.measuring((args, kwargs), rows) as (measured, (args, kwargs)),
+        ):
+            return measured(
+                mirrored_run.call_for_each_replica(strategy, self._run.wrap(fn, rows), args, kwargs)
             )
 
     def _trace_around_replicas(self, fn):
@@ -238,14 +256,15 @@ class ReplicaExtended(parameter_server_strategy.ParameterServerStrategyExtended)
     # -- reductions ----------------------------------------------------------------------------
 
     def _reduce_to(self, reduce_op, value, destinations, options):
+        self._split.note_reduction(value)
         value = self._finite_from_empty_replicas(value)
         return self._reduce_leaves(reduce_op, value, destinations, options)
 
     def _batch_reduce_to(self, reduce_op, value_destination_pairs, options):
         # Checks every value in one pass: one branch per replica, whatever the number of values.
-        values_to_reduce = self._finite_from_empty_replicas(
-            [value for value, _ in value_destination_pairs]
-        )
+        values_to_reduce = [value for value, _ in value_destination_pairs]
+        self._split.note_reduction(values_to_reduce)
+        values_to_reduce = self._finite_from_empty_replicas(values_to_reduce)
         return [
             self._reduce_leaves(reduce_op, value, destinations, options, in_batch=True)
             for value, (_, destinations) in zip(
@@ -377,10 +396,27 @@ class ReplicaExtended(parameter_server_strategy.ParameterServerStrategyExtended)
                 "InputReplicationMode.PER_REPLICA is only supported in "
                 "`distribute_datasets_from_function`, as in every tf.distribute strategy."
             )
+        if self._split.resplits:
+            return _split_input.distribute_dataset(
+                dataset, self._split_input_workers(), self._container_strategy(), options
+            )
         return super()._experimental_distribute_dataset(dataset, options)
 
+    def _split_input_workers(self):
+        """With `split`, every replica's part of a batch goes to the host, to be split again."""
+        return input_lib.InputWorkers(
+            [(self._worker_device, (self._worker_device,) * self._num_replicas_in_sync)]
+        )
+
     def _distribute_datasets_from_function(self, dataset_fn, options):
-        input_workers = self._input_workers_with_options(options)
+        resplits = self._split.resplits and not (
+            options
+            and options.experimental_replication_mode
+            == distribute_lib.InputReplicationMode.PER_REPLICA
+        )
+        input_workers = (
+            self._split_input_workers() if resplits else self._input_workers_with_options(options)
+        )
         input_contexts = [
             distribute_lib.InputContext(
                 num_input_pipelines=input_workers.num_workers,
@@ -389,6 +425,10 @@ class ReplicaExtended(parameter_server_strategy.ParameterServerStrategyExtended)
             )
             for pipeline_id in range(input_workers.num_workers)
         ]
+        if resplits:
+            return _split_input.distribute_datasets_from_function(
+                dataset_fn, input_workers, input_contexts, self._container_strategy(), options
+            )
         return input_util.get_distributed_datasets_from_function(
             dataset_fn, input_workers, input_contexts, self._container_strategy(), options
         )
@@ -411,20 +451,26 @@ class ReplicaExtended(parameter_server_strategy.ParameterServerStrategyExtended)
     # -- facts ---------------------------------------------------------------------------------
 
     @property
-    def weights_rows(self) -> bool:
-        """Whether every model weighs each row 1/B in the gradient (`_row_weights`).
-
-        False with the even split: tf.distribute's convention, unless a model asks for it.
-        """
-        return False
-
-    @property
     def merge_device(self):
         return self._merge_device
 
     @property
     def mirror_weights(self):
         return self._mirror_weights
+
+    @property
+    def split_in_force(self):
+        """Each replica's fraction of a batch now, in replica order (`ReplicaStrategy.split`)."""
+        return self._split.in_force()
+
+    @property
+    def weights_rows(self) -> bool:
+        """Whether every model weighs each row 1/B in the gradient (`_row_weights`).
+
+        True under any `split` other than "even", whose replicas take unequal shares of every
+        batch; False with the even split (tf.distribute's convention, unless a model asks).
+        """
+        return self._split.resplits
 
     @property
     def experimental_between_graph(self):

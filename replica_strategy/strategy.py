@@ -9,6 +9,7 @@ from tensorflow.python.distribute import distribute_lib
 
 from replica_strategy import _adapters
 from replica_strategy import devices as devices_lib
+from replica_strategy import split as split_lib
 from replica_strategy._extended import ReplicaExtended
 
 
@@ -27,6 +28,8 @@ class ReplicaStrategy(distribute_lib.Strategy):
     replicas: 3, 3, 3, 1; 2 rows on 4: 1, 1, 0, 0). A replica with no rows still runs: what it
     computes counts (its share of a regularization loss, say), except what an empty batch makes
     non-finite (the NaN of a mean over no rows, as in BatchNormalization), which counts as zero.
+    With `split` (see Args) the batch is shared in other proportions, for devices of
+    different speeds.
 
     Keras and custom loops run unchanged (here on two logical CPUs, see the README):
 
@@ -82,11 +85,35 @@ class ReplicaStrategy(distribute_lib.Strategy):
         instead) and results gathered; defaults to `parameter_device`.
       mirror_weights: keep a working copy of each trainable variable on every replica device
         (see above). False (the default): replicas read the one copy on `parameter_device`.
+      split: how each batch is shared among the replica devices. "even" (the default): the
+        rule above. A list or tuple of positive weights, one per device in the order of
+        `devices`: each batch of B rows is cut in proportion, every replica within one row of
+        B * w_i / sum(w) (largest remainders get the left-over rows, ties the lower index),
+        rows still contiguous and in order, so `gather(axis=0)` keeps them in order. Use it
+        for devices of different speeds: `split=[2, 1]` when the first computes a row twice
+        as fast. "auto": starts even, times each replica's work per row inside each step
+        (`tf.timestamp` once its inputs are ready and once the values it hands to the step's
+        first reduction, its gradients, are), and moves rows toward the faster devices: a
+        smoothed estimate per device, a target share proportional to speed with a floor of a
+        tenth of an even share; once a share is more than 0.03 from its target, moves of half
+        the way each step until within 0.005; each change logged once. It learns in `tf.function` steps (Keras' `fit`, a custom
+        loop's `tf.function`), not in eager `strategy.run`. Changing the split does not
+        retrace: it is read from a variable in each step, and the batch dimension the step
+        sees is dynamic. Under any split other than "even", datasets distributed by the
+        strategy deliver every replica's rows to the host and re-split them there; the
+        gradient weighs every row 1/B in custom loops that use
+        `tf.nn.compute_average_loss(..., global_batch_size=B)` and in Keras models whose
+        losses weigh replicas by rows. The split is how this machine runs, not model state:
+        checkpoints neither hold nor restore it. `strategy.split` gives the fractions in
+        force.
 
     Raises:
       ValueError: when a device argument is empty, has a duplicate, a wrong type, or names a
         device this process does not have (another job, replica or task included); the error
-        names the argument and repeats it as passed. Also when `mirror_weights` is not a bool.
+        names the argument and repeats it as passed. Also when `mirror_weights` is not a bool,
+        and for a `split` with a wrong number of weights, a weight that is not positive and
+        finite, or an unknown string.
+      TypeError: for a `split` that is neither a string nor a list or tuple of numbers.
     """
 
     def __init__(
@@ -95,6 +122,7 @@ class ReplicaStrategy(distribute_lib.Strategy):
         parameter_device: str = "/cpu:0",
         merge_device: str | None = None,
         mirror_weights: bool = False,
+        split: str | Sequence[float] = "even",
     ):
         compute_devices = devices_lib.resolve_devices(devices)
         parameter_device = devices_lib.resolve_device(parameter_device, "parameter_device")
@@ -107,8 +135,11 @@ class ReplicaStrategy(distribute_lib.Strategy):
             raise ValueError(
                 f"`mirror_weights` must be True or False. Received: mirror_weights={mirror_weights!r}"
             )
+        split = split_lib.parse_split(split, len(compute_devices))
         super().__init__(
-            ReplicaExtended(self, compute_devices, parameter_device, merge_device, mirror_weights)
+            ReplicaExtended(
+                self, compute_devices, parameter_device, merge_device, mirror_weights, split
+            )
         )
         distribute_lib.distribution_strategy_gauge.get_cell("V2").set("ReplicaStrategy")
         _adapters.install()
@@ -161,12 +192,30 @@ class ReplicaStrategy(distribute_lib.Strategy):
         """Whether each replica device holds a working copy of the trainable weights."""
         return self.extended.mirror_weights
 
+    @property
+    def split(self) -> tuple[float, ...]:
+        """The fractions of each batch the replicas take now, in replica order; they sum to 1.
+
+        `(0.5, 0.5)` for an even split on two devices; with `split="auto"`, the split "auto"
+        has settled on so far.
+        """
+        return self.extended.split_in_force
+
     def __repr__(self) -> str:
         return (
             f"ReplicaStrategy(devices={list(self.extended.worker_devices)}, "
             f"parameter_device={self.parameter_device!r}, merge_device={self.merge_device!r}"
-            f"{', mirror_weights=True' if self.mirror_weights else ''})"
+            f"{', mirror_weights=True' if self.mirror_weights else ''}"
+            f"{_split_repr(self.extended._split.mode)})"
         )
+
+
+def _split_repr(mode) -> str:
+    if mode == split_lib.EVEN:
+        return ""
+    if isinstance(mode, tuple):
+        return f", split={tuple(round(fraction, 4) for fraction in mode)}"
+    return f", split={mode!r}"
 
 
 _adapters.accept(ReplicaStrategy)
