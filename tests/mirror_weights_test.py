@@ -1,10 +1,14 @@
 """`ReplicaStrategy(mirror_weights=True)`: master weights once on the host, copies on replicas.
 
 Runs on logical CPUs: the host (parameter device) is /cpu:0, the replicas /cpu:1 .. /cpu:N.
-Oracles: one device, and the same strategy with `mirror_weights=False`.
+Oracles: one device, and the same strategy with `mirror_weights=False`. What every placement
+must pass (TF's conformance bases, the strategy contract, Keras 3, tf_keras and the upstream
+tests) runs in the "mirror_weights" placement of tests/placements.py; this file keeps what is
+particular to the working copies.
 """
 
 import os
+import unittest
 
 import virtual_devices
 
@@ -17,8 +21,8 @@ import tf_keras
 from absl import logging
 from absl.testing import parameterized
 from tensorflow.python.distribute import cross_device_ops as cross_device_ops_lib
-from tensorflow.python.distribute import strategy_test_lib
 from tensorflow.python.distribute import values as values_lib
+from tensorflow.python.eager import context
 
 from replica_strategy import ReplicaStrategy, exact_uneven_batches
 from replica_strategy import _device_all_reduce as device_all_reduce
@@ -222,34 +226,6 @@ class PlacementTest(_TestCase):
         graph = step.get_concrete_function(tf.constant(x), tf.constant(y)).graph
         self.assertEqual(_devices_running(graph, "AddN"), {summed_on})
         self.assertEqual(_devices_running(graph, "Sqrt"), {"CPU:0"})  # Adam's update, on the host.
-
-
-class ConformanceTest(strategy_test_lib.DistributionTestBase, parameterized.TestCase):
-    """TF's own strategy checks (`DistributionTestBase`), with mirror_weights, host apart."""
-
-    def cached_session(self, graph=None, config=None, use_gpu=True, force_gpu=False):
-        # TF1 sessions built from an explicit ConfigProto need the logical CPUs (see
-        # conformance_test.py).
-        if config is not None:
-            config.device_count["CPU"] = len(tf.config.list_logical_devices("CPU"))
-        return super().cached_session(graph, config, use_gpu, force_gpu)
-
-    @parameterized.named_parameters(*_REPLICA_COUNTS)
-    def test_minimize_loss_eager(self, num_replicas):
-        self._test_minimize_loss_eager(_strategy(num_replicas))
-
-    @parameterized.named_parameters(*_REPLICA_COUNTS)
-    def test_minimize_loss_graph(self, num_replicas):
-        # TF1 graph mode: a session runs what the update returns, copies' refresh included.
-        self._test_minimize_loss_graph(_strategy(num_replicas))
-
-    @parameterized.named_parameters(*_REPLICA_COUNTS)
-    def test_global_step_update(self, num_replicas):
-        self._test_global_step_update(_strategy(num_replicas))
-
-    @parameterized.named_parameters(*_REPLICA_COUNTS)
-    def test_trainable_variable(self, num_replicas):
-        self._test_trainable_variable(_strategy(num_replicas))
 
 
 class ReplicaWritesTest(_TestCase):
@@ -482,6 +458,26 @@ class TfKerasTest(_TestCase):
         for variable in model.optimizer.variables():
             self.assertNotIsInstance(variable, values_lib.DistributedVariable)
             self.assertEqual(tf.DeviceSpec.from_string(variable.device).device_index, 0)
+
+    @unittest.expectedFailure
+    def test_tf1_graph_mode_fit_initializes_the_masters(self):
+        # Library bug: in TF1 graph mode tf_keras (training_v1) initializes a variable with
+        # `variable.initializer` when `is_variable_initialized(variable)` is False. For a
+        # MirroredWeight the check reads the master (`_primary`) but the initializer is
+        # MirroredVariable's, which groups the copies' initializers only: the master is never
+        # initialized and the first update fails ("Resource .../dense/kernel does not exist",
+        # ResourceApplyGradientDescent). mirror_weights=False trains. Seen in the mirror_weights
+        # placement of upstream testOptimizerWithKerasModelAndNumpyArrays (graph mode).
+        with context.graph_mode(), tf.Graph().as_default():
+            strategy = _strategy(2)
+            with strategy.scope():
+                model = tf_keras.Sequential(
+                    [tf_keras.Input((_FEATURES,)), tf_keras.layers.Dense(1)]
+                )
+                model.compile(tf_keras.optimizers.legacy.SGD(0.1), "mse")
+            x, y = _data(8)
+            history = model.fit(x, y, batch_size=4, epochs=1, verbose=0).history
+        self.assertTrue(np.all(np.isfinite(history["loss"])))
 
     @parameterized.named_parameters(("aggregated", True), ("not_aggregated", False))
     def test_apply_gradients_applies_the_sum_once_or_raises(self, aggregate):
