@@ -49,7 +49,9 @@ def _mlp(*extra_layers, optimizer=None, metrics=("mae",)):
     return model
 
 
-@placements.across_placements()
+# Four replicas in the default placement only: the suite's time budget (mirror_weights_test runs
+# four replicas with mirror_weights).
+@placements.across_placements(first_placement_only=("four_replicas", "ten_on_four"))
 class KerasFitEvaluatePredictTest(
     placements.PlacementTestCase, tf.test.TestCase, parameterized.TestCase
 ):

@@ -143,11 +143,13 @@ def _class_suffix(placement):
     return "".join(word.capitalize() for word in placement.split("_"))
 
 
-def across_placements(*placements):
+def across_placements(*placements, first_placement_only=()):
     """Class decorator: runs the class's tests in each of `placements` (all of them if none).
 
     The class runs the first placement; each other placement gets a subclass, added to the
-    class's module so that pytest and unittest collect it.
+    class's module so that pytest and unittest collect it. `first_placement_only` names
+    parameter cases (e.g. "four_replicas") whose tests the subclasses leave out, to keep the
+    suite's time: a test whose name contains "_<case>" runs in the first placement only.
     """
     placements = placements or PLACEMENTS
     for placement in placements:
@@ -162,7 +164,10 @@ def across_placements(*placements):
             name: None  # Not callable: neither pytest nor unittest collects it.
             for name in dir(test_class)
             if name.startswith("test")
-            and getattr(getattr(test_class, name), "default_placement_only", False)
+            and (
+                getattr(getattr(test_class, name), "default_placement_only", False)
+                or any(f"_{case}" in name for case in first_placement_only)
+            )
         }
         for placement in placements[1:]:
             name = test_class.__name__ + _class_suffix(placement)
