@@ -33,7 +33,9 @@ variable per replica can do: there the expected outcome for one copy is asserted
 the comment says why.
 
 Inventory (upstream files of tf_keras/distribute/ that test strategy behaviour):
-- Run as upstream wrote them, passing: keras_optimizer_v2_test (both tests, graph and eager),
+- Run as upstream wrote them, passing in every placement: keras_optimizer_v2_test (both tests,
+  graph and eager; in graph mode not yet in the mirror_weights placement, skipped for a known
+  bug: tf_keras' training_v1 never initializes the master weights),
   custom_training_loop_metrics_test (4 tests), checkpointing_test (2 tests),
   keras_metrics_test (all 9 tests but the jit_compile=True case of testAddMetric, which
   upstream runs on two GPUs only: on CPUs its compiled function reaches variables on another
