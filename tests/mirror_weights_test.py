@@ -8,6 +8,9 @@ particular to the working copies.
 """
 
 import os
+import subprocess
+import sys
+import textwrap
 import unittest
 
 import virtual_devices
@@ -22,7 +25,6 @@ from absl import logging
 from absl.testing import parameterized
 from tensorflow.python.distribute import cross_device_ops as cross_device_ops_lib
 from tensorflow.python.distribute import values as values_lib
-from tensorflow.python.eager import context
 
 from replica_strategy import ReplicaStrategy, exact_uneven_batches
 from replica_strategy import _device_all_reduce as device_all_reduce
@@ -468,16 +470,34 @@ class TfKerasTest(_TestCase):
         # initialized and the first update fails ("Resource .../dense/kernel does not exist",
         # ResourceApplyGradientDescent). mirror_weights=False trains. Seen in the mirror_weights
         # placement of upstream testOptimizerWithKerasModelAndNumpyArrays (graph mode).
-        with context.graph_mode(), tf.Graph().as_default():
-            strategy = _strategy(2)
-            with strategy.scope():
-                model = tf_keras.Sequential(
-                    [tf_keras.Input((_FEATURES,)), tf_keras.layers.Dense(1)]
-                )
-                model.compile(tf_keras.optimizers.legacy.SGD(0.1), "mse")
-            x, y = _data(8)
-            history = model.fit(x, y, batch_size=4, epochs=1, verbose=0).history
-        self.assertTrue(np.all(np.isfinite(history["loss"])))
+        # In a fresh process: tf_keras keeps its TF1 graph and session, which later tests in
+        # this process would inherit.
+        script = textwrap.dedent(
+            """
+            import sys
+            sys.path.insert(0, sys.argv[1])
+            import virtual_devices
+            import numpy as np
+            import tensorflow as tf
+            import tf_keras
+                        from replica_strategy import ReplicaStrategy
+            with context.graph_mode(), tf.Graph().as_default():
+                strategy = ReplicaStrategy(["/cpu:1", "/cpu:2"], mirror_weights=True)
+                with strategy.scope():
+                    model = tf_keras.Sequential([tf_keras.Input((3,)), tf_keras.layers.Dense(1)])
+                    model.compile(tf_keras.optimizers.legacy.SGD(0.1), "mse")
+                x, y = np.ones((8, 3), "float32"), np.ones((8, 1), "float32")
+                loss = model.fit(x, y, batch_size=4, verbose=0).history["loss"]
+            assert np.all(np.isfinite(loss)), loss
+            """
+        )
+        result = subprocess.run(
+            [sys.executable, "-c", script, os.path.dirname(os.path.abspath(__file__))],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        self.assertEqual(result.returncode, 0, result.stderr[-2000:])
 
     @parameterized.named_parameters(("aggregated", True), ("not_aggregated", False))
     def test_apply_gradients_applies_the_sum_once_or_raises(self, aggregate):
