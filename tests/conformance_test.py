@@ -7,13 +7,16 @@ Two parts:
   over the base, as in TF's own `mirrored_strategy_test.py`.
 - Direct contract tests the bases do not cover, with MirroredStrategy on the same devices as
   the oracle.
+
+Every class runs in each placement of tests/placements.py (default, mirror_weights,
+parameter_on_replica).
 """
 
 import contextlib
-import functools
 import importlib.util
 import itertools
 
+import placements
 import virtual_devices  # noqa: F401  (splits the CPU into logical devices on import)
 
 # isort: split
@@ -23,8 +26,6 @@ from absl.testing import parameterized
 from tensorflow.python.distribute import device_util, distribute_lib, strategy_test_lib
 from tensorflow.python.eager import context
 from tensorflow.python.framework import ops
-
-import replica_strategy
 
 _REPLICA_COUNTS = (("one_replica", 1), ("two_replicas", 2), ("four_replicas", 4))
 _MULTI_REPLICA_COUNTS = (("two_replicas", 2), ("four_replicas", 4))
@@ -49,28 +50,6 @@ def _named_product(*axes):
         ("_".join(name for name, _ in combination), *(value for _, value in combination))
         for combination in itertools.product(*axes)
     ]
-
-
-def _replica_strategy(num_replicas, **kwargs):
-    return replica_strategy.ReplicaStrategy(virtual_devices.cpus(num_replicas), **kwargs)
-
-
-@functools.cache
-def _mirrored_strategy(num_replicas):
-    """The oracle: one MirroredStrategy per replica count, each with its own collective keys.
-
-    MirroredStrategy instances all start their collective group and instance keys at the same
-    numbers unless `_collective_key_base` ("Only set this in tests") differs: two instances
-    running collectives in one process then clash ("... is joining a group with size 2, but that
-    group has size 4") and abort every later collective.
-    """
-    strategy_class = tf.distribute.MirroredStrategy
-    default_key_base = strategy_class._collective_key_base
-    strategy_class._collective_key_base = 100_000 * num_replicas
-    try:
-        return strategy_class(virtual_devices.cpus(num_replicas))
-    finally:
-        strategy_class._collective_key_base = default_key_base
 
 
 def _canonical(devices):
@@ -99,7 +78,10 @@ def _execution_mode(mode):
 # --- TensorFlow's conformance bases -------------------------------------------------------------
 
 
-class DistributionConformanceTest(strategy_test_lib.DistributionTestBase, parameterized.TestCase):
+@placements.across_placements()
+class DistributionConformanceTest(
+    placements.PlacementTestCase, strategy_test_lib.DistributionTestBase, parameterized.TestCase
+):
     """`DistributionTestBase`: the checks every tf.distribute strategy must pass."""
 
     def cached_session(self, graph=None, config=None, use_gpu=True, force_gpu=False):
@@ -114,42 +96,42 @@ class DistributionConformanceTest(strategy_test_lib.DistributionTestBase, parame
 
     @parameterized.named_parameters(*_REPLICA_COUNTS)
     def test_minimize_loss_eager(self, num_replicas):
-        self._test_minimize_loss_eager(_replica_strategy(num_replicas))
+        self._test_minimize_loss_eager(self.replica_strategy(num_replicas))
 
     @parameterized.named_parameters(*_REPLICA_COUNTS)
     def test_minimize_loss_graph(self, num_replicas):
-        self._test_minimize_loss_graph(_replica_strategy(num_replicas))
+        self._test_minimize_loss_graph(self.replica_strategy(num_replicas))
 
     @parameterized.named_parameters(*_named_product(_REPLICA_COUNTS, _EAGER_AND_GRAPH))
     def test_replica_id(self, num_replicas, mode):
         with _execution_mode(mode):
-            self._test_replica_id(_replica_strategy(num_replicas))
+            self._test_replica_id(self.replica_strategy(num_replicas))
 
     @parameterized.named_parameters(*_named_product(_REPLICA_COUNTS, _EAGER_AND_GRAPH))
     def test_call_and_merge_exceptions(self, num_replicas, mode):
         with _execution_mode(mode):
-            self._test_call_and_merge_exceptions(_replica_strategy(num_replicas))
+            self._test_call_and_merge_exceptions(self.replica_strategy(num_replicas))
 
     @parameterized.named_parameters(*_named_product(_REPLICA_COUNTS, _EAGER_AND_GRAPH))
     def test_global_step_update(self, num_replicas, mode):
         with _execution_mode(mode):
-            self._test_global_step_update(_replica_strategy(num_replicas))
+            self._test_global_step_update(self.replica_strategy(num_replicas))
 
     @parameterized.named_parameters(*_named_product(_REPLICA_COUNTS, _EAGER_AND_GRAPH))
     def test_trainable_variable(self, num_replicas, mode):
         with _execution_mode(mode):
-            self._test_trainable_variable(_replica_strategy(num_replicas))
+            self._test_trainable_variable(self.replica_strategy(num_replicas))
 
     @parameterized.named_parameters(*_named_product(_REPLICA_COUNTS, _EAGER_AND_GRAPH))
     def test_summary_for_replica_zero_only(self, num_replicas, mode):
         with _execution_mode(mode):
-            self._test_summary_for_replica_zero_only(_replica_strategy(num_replicas))
+            self._test_summary_for_replica_zero_only(self.replica_strategy(num_replicas))
 
     @parameterized.named_parameters(*_REPLICA_COUNTS)
     def test_input_fn_iterable(self, num_replicas):
         # Eager only: in TF1 graph mode a TF2 `distribute_datasets_from_function` result has no
         # initializable iterator, for MirroredStrategy too (its own test skips that mode).
-        strategy = _replica_strategy(num_replicas)
+        strategy = self.replica_strategy(num_replicas)
         input_fn = self._input_fn_to_test_input_context(
             lambda: tf.data.Dataset.range(12),
             expected_num_replicas_in_sync=num_replicas,
@@ -167,7 +149,7 @@ class DistributionConformanceTest(strategy_test_lib.DistributionTestBase, parame
     )
     def test_make_input_fn_iterator(self, num_replicas, mode, use_dataset):
         with _execution_mode(mode):
-            strategy = _replica_strategy(num_replicas)
+            strategy = self.replica_strategy(num_replicas)
             input_fn = self._input_fn_to_test_input_context(
                 _range_dataset_fn(12, use_dataset),
                 expected_num_replicas_in_sync=num_replicas,
@@ -188,7 +170,7 @@ class DistributionConformanceTest(strategy_test_lib.DistributionTestBase, parame
 
     @parameterized.named_parameters(*_REPLICA_COUNTS)
     def test_numpy_dataset(self, num_replicas):
-        strategy = _replica_strategy(num_replicas)
+        strategy = self.replica_strategy(num_replicas)
         self.assertNotIsInstance(strategy, distribute_lib.StrategyV1)
         self.skipTest(
             "_test_numpy_dataset is TF1-only (StrategyV1.experimental_make_numpy_dataset and "
@@ -215,15 +197,18 @@ def _range_dataset_fn(size, use_dataset):
     return get_next_fn
 
 
+@placements.across_placements()
 class OneReplicaConformanceTest(
-    strategy_test_lib.OneDeviceDistributionTestBase, parameterized.TestCase
+    placements.PlacementTestCase,
+    strategy_test_lib.OneDeviceDistributionTestBase,
+    parameterized.TestCase,
 ):
     """`OneDeviceDistributionTestBase` on a one-replica ReplicaStrategy."""
 
     @parameterized.named_parameters(*_EAGER_AND_GRAPH)
     def test_run(self, mode):
         with _execution_mode(mode):
-            self._test_run(_replica_strategy(1))
+            self._test_run(self.replica_strategy(1))
 
     @parameterized.named_parameters(
         *_named_product(
@@ -241,7 +226,7 @@ class OneReplicaConformanceTest(
     def test_all_reduce(self, check_name, mode):
         # The base itself skips `tf.gradients` checks when eager.
         with _execution_mode(mode):
-            getattr(self, check_name)(_replica_strategy(1))
+            getattr(self, check_name)(self.replica_strategy(1))
 
     def test_device_and_input_device_are_colocated(self):
         if importlib.util.find_spec("portpicker") is None:
@@ -250,11 +235,14 @@ class OneReplicaConformanceTest(
                 "test_util.create_local_cluster), which the venv does not install."
             )
         with _execution_mode("graph"):
-            self._test_device_and_input_device_are_colocated(_replica_strategy(1))
+            self._test_device_and_input_device_are_colocated(self.replica_strategy(1))
 
 
+@placements.across_placements()
 class TwoReplicaConformanceTest(
-    strategy_test_lib.TwoDeviceDistributionTestBase, parameterized.TestCase
+    placements.PlacementTestCase,
+    strategy_test_lib.TwoDeviceDistributionTestBase,
+    parameterized.TestCase,
 ):
     """`TwoDeviceDistributionTestBase` on two replicas, eager, in tf.function and in graph mode.
 
@@ -278,34 +266,37 @@ class TwoReplicaConformanceTest(
     def test_two_device_check(self, check_name, mode):
         # The base itself skips `tf.gradients` checks when eager outside a tf.function.
         with _execution_mode(mode):
-            getattr(self, check_name)(_replica_strategy(2), run_in_function=mode == "function")
+            getattr(self, check_name)(self.replica_strategy(2), run_in_function=mode == "function")
 
 
 # --- Direct contract tests, MirroredStrategy as the oracle --------------------------------------
 
 
-class ReplicaPlacementTest(tf.test.TestCase, parameterized.TestCase):
+@placements.across_placements()
+class ReplicaPlacementTest(placements.PlacementTestCase, tf.test.TestCase, parameterized.TestCase):
     @parameterized.named_parameters(*_REPLICA_COUNTS)
     def test_run_in_function_places_each_replica_on_its_device(self, num_replicas):
-        expected_devices = _canonical(virtual_devices.cpus(num_replicas))
-        ours = _replica_placement(_replica_strategy(num_replicas))
-        mirrored = _replica_placement(_mirrored_strategy(num_replicas))
+        expected_devices = _canonical(self.replica_devices(num_replicas))
+        ours = _replica_placement(self.replica_strategy(num_replicas))
+        mirrored = _replica_placement(self.collective_mirrored_strategy(num_replicas))
         self.assertEqual(ours["op_devices"], expected_devices)
         self.assertEqual(ours["eager_result_devices"], expected_devices)
         self.assertEqual(ours, mirrored)
 
     @parameterized.named_parameters(*_REPLICA_COUNTS)
     def test_num_replicas_in_sync(self, num_replicas):
-        self.assertEqual(_replica_strategy(num_replicas).num_replicas_in_sync, num_replicas)
-        self.assertEqual(_mirrored_strategy(num_replicas).num_replicas_in_sync, num_replicas)
+        self.assertEqual(self.replica_strategy(num_replicas).num_replicas_in_sync, num_replicas)
+        self.assertEqual(
+            self.collective_mirrored_strategy(num_replicas).num_replicas_in_sync, num_replicas
+        )
 
     @parameterized.named_parameters(*_REPLICA_COUNTS)
     def test_parameter_and_worker_devices(self, num_replicas):
-        strategy = _replica_strategy(num_replicas, parameter_device="/cpu:3")
+        strategy = self.replica_strategy(num_replicas, parameter_device="/cpu:3")
         self.assertEqual(_canonical(strategy.extended.parameter_devices), _canonical(["/cpu:3"]))
         self.assertEqual(
             _canonical(strategy.extended.worker_devices),
-            _canonical(_mirrored_strategy(num_replicas).extended.worker_devices),
+            _canonical(self.collective_mirrored_strategy(num_replicas).extended.worker_devices),
         )
 
 
@@ -339,13 +330,18 @@ def _replica_placement(strategy):
     }
 
 
-class ReplicaContextContractTest(tf.test.TestCase, parameterized.TestCase):
+@placements.across_placements()
+class ReplicaContextContractTest(
+    placements.PlacementTestCase, tf.test.TestCase, parameterized.TestCase
+):
     @parameterized.named_parameters(
         *_named_product(_REPLICA_COUNTS, (("sum", "SUM"), ("mean", "MEAN")))
     )
     def test_all_reduce_and_its_gradient_match_mirrored(self, num_replicas, reduce_op):
-        ours = _all_reduce_with_gradient(_replica_strategy(num_replicas), reduce_op)
-        mirrored = _all_reduce_with_gradient(_mirrored_strategy(num_replicas), reduce_op)
+        ours = _all_reduce_with_gradient(self.replica_strategy(num_replicas), reduce_op)
+        mirrored = _all_reduce_with_gradient(
+            self.collective_mirrored_strategy(num_replicas), reduce_op
+        )
         # Replica r contributes (r + 1) * [1, 2]; the gradient of all_reduce(x) * c is
         # all_reduce(c), with c = r + 1 too.
         total = num_replicas * (num_replicas + 1) / 2
@@ -362,9 +358,9 @@ class ReplicaContextContractTest(tf.test.TestCase, parameterized.TestCase):
             value = tf.fill([2, 3], _replica_id_as_float())
             return tf.distribute.get_replica_context().all_gather(value, axis=0)
 
-        strategy = _replica_strategy(num_replicas)
+        strategy = self.replica_strategy(num_replicas)
         ours = _local_numpy(strategy, _run_in_function(strategy, gather_fn))
-        strategy = _mirrored_strategy(num_replicas)
+        strategy = self.collective_mirrored_strategy(num_replicas)
         mirrored = _local_numpy(strategy, _run_in_function(strategy, gather_fn))
         expected = np.repeat(np.arange(num_replicas, dtype=np.float32), 2)[:, None] * np.ones(3)
         for gathered in ours:
@@ -380,7 +376,7 @@ class ReplicaContextContractTest(tf.test.TestCase, parameterized.TestCase):
             value = tf.fill(tf.stack([replica_id + 1, 2]), _replica_id_as_float())
             return tf.distribute.get_replica_context().all_gather(value, axis=0)
 
-        strategy = _replica_strategy(num_replicas)
+        strategy = self.replica_strategy(num_replicas)
         expected = np.concatenate(
             [np.full([replica + 1, 2], replica, np.float32) for replica in range(num_replicas)]
         )
@@ -389,8 +385,8 @@ class ReplicaContextContractTest(tf.test.TestCase, parameterized.TestCase):
 
     @parameterized.named_parameters(*_REPLICA_COUNTS)
     def test_merge_call_runs_once_in_cross_replica_context(self, num_replicas):
-        ours = _merged_sum(_replica_strategy(num_replicas))
-        mirrored = _merged_sum(_mirrored_strategy(num_replicas))
+        ours = _merged_sum(self.replica_strategy(num_replicas))
+        mirrored = _merged_sum(self.collective_mirrored_strategy(num_replicas))
         total = num_replicas * (num_replicas + 1) / 2
         for merged in ours["merged"]:
             self.assertEqual(merged, total)
@@ -399,16 +395,25 @@ class ReplicaContextContractTest(tf.test.TestCase, parameterized.TestCase):
 
     @parameterized.named_parameters(*_REPLICA_COUNTS)
     def test_experimental_local_results(self, num_replicas):
-        strategy = _replica_strategy(num_replicas, parameter_device="/cpu:3")
+        strategy = self.replica_strategy(num_replicas, parameter_device="/cpu:3")
         per_replica = strategy.run(lambda: _replica_id_as_float() * 10.0)
         self.assertAllEqual(_local_numpy(strategy, per_replica), 10.0 * np.arange(num_replicas))
         plain = tf.constant(5.0)
         self.assertEqual(strategy.experimental_local_results(plain), (plain,))
         with strategy.scope():
             variable = tf.Variable(1.0)
-        # One copy of a (non-ON_READ) variable, on the parameter device, whatever N is.
-        (local_variable,) = strategy.experimental_local_results(variable)
-        self.assertEqual(local_variable.device, device_util.canonicalize("/cpu:3"))
+        local_variables = strategy.experimental_local_results(variable)
+        if self.placement == placements.MIRROR_WEIGHTS:
+            # As MirroredStrategy's: each replica's working copy, on that replica's device.
+            self.assertEqual(
+                tuple(copy.device for copy in local_variables),
+                _canonical(strategy.extended.worker_devices),
+            )
+            self.assertAllEqual([copy.numpy() for copy in local_variables], [1.0] * num_replicas)
+        else:
+            # One copy of a (non-ON_READ) variable, on the parameter device, whatever N is.
+            (local_variable,) = local_variables
+            self.assertEqual(local_variable.device, device_util.canonicalize("/cpu:3"))
 
     @parameterized.named_parameters(*_REPLICA_COUNTS)
     def test_distribute_values_from_function_matches_mirrored(self, num_replicas):
@@ -417,7 +422,10 @@ class ReplicaContextContractTest(tf.test.TestCase, parameterized.TestCase):
             return tf.constant(10 * replica_id + value_context.num_replicas_in_sync)
 
         results = []
-        for strategy in (_replica_strategy(num_replicas), _mirrored_strategy(num_replicas)):
+        for strategy in (
+            self.replica_strategy(num_replicas),
+            self.collective_mirrored_strategy(num_replicas),
+        ):
             values = strategy.experimental_distribute_values_from_function(value_fn)
             # Each replica receives its own value.
             results.append(_local_numpy(strategy, strategy.run(lambda value: value + 1, (values,))))
@@ -462,10 +470,13 @@ def _merged_sum(strategy):
     return {"merged": _local_numpy(strategy, merged), "merge_fn_calls": merge_fn_calls}
 
 
-class VariablePlacementContractTest(tf.test.TestCase, parameterized.TestCase):
+@placements.across_placements()
+class VariablePlacementContractTest(
+    placements.PlacementTestCase, tf.test.TestCase, parameterized.TestCase
+):
     @parameterized.named_parameters(*_REPLICA_COUNTS)
     def test_colocate_vars_with_creates_the_slot_beside_its_variable(self, num_replicas):
-        strategy = _replica_strategy(num_replicas, parameter_device="/cpu:3")
+        strategy = self.replica_strategy(num_replicas, parameter_device="/cpu:3")
         with strategy.scope():
             variable = tf.Variable([1.0, 2.0])
             with strategy.extended.colocate_vars_with(variable):
@@ -475,8 +486,9 @@ class VariablePlacementContractTest(tf.test.TestCase, parameterized.TestCase):
         self.assertLen(strategy.experimental_local_results(slot), 1)
 
     @parameterized.named_parameters(*_MULTI_REPLICA_COUNTS)
+    @placements.default_placement_only  # Only the oracle: no ReplicaStrategy here.
     def test_colocate_vars_with_matches_mirrored_copies(self, num_replicas):
-        strategy = _mirrored_strategy(num_replicas)
+        strategy = self.collective_mirrored_strategy(num_replicas)
         with strategy.scope():
             variable = tf.Variable([1.0, 2.0])
             with strategy.extended.colocate_vars_with(variable):
@@ -488,7 +500,7 @@ class VariablePlacementContractTest(tf.test.TestCase, parameterized.TestCase):
 
     @parameterized.named_parameters(*_REPLICA_COUNTS)
     def test_keras_optimizer_slots_live_on_the_parameter_device(self, num_replicas):
-        strategy = _replica_strategy(num_replicas, parameter_device="/cpu:3")
+        strategy = self.replica_strategy(num_replicas, parameter_device="/cpu:3")
         with strategy.scope():
             model = tf.keras.Sequential([tf.keras.Input((2,)), tf.keras.layers.Dense(1)])
             optimizer = tf.keras.optimizers.Adam()
@@ -499,7 +511,10 @@ class VariablePlacementContractTest(tf.test.TestCase, parameterized.TestCase):
     @parameterized.named_parameters(*_REPLICA_COUNTS)
     def test_extended_update_applies_once_like_mirrored(self, num_replicas):
         values = []
-        for strategy in (_replica_strategy(num_replicas), _mirrored_strategy(num_replicas)):
+        for strategy in (
+            self.replica_strategy(num_replicas),
+            self.collective_mirrored_strategy(num_replicas),
+        ):
             with strategy.scope():
                 variable = tf.Variable([1.0, 2.0])
             strategy.extended.update(
@@ -512,11 +527,11 @@ class VariablePlacementContractTest(tf.test.TestCase, parameterized.TestCase):
         self.assertAllEqual(values[0], values[1])
 
     def test_variable_created_in_scope(self):
-        strategy = _replica_strategy(2)
+        strategy = self.replica_strategy(2)
         with strategy.scope():
             inside = tf.Variable(1.0)
         outside = tf.Variable(1.0)
-        other_strategy = _replica_strategy(2)
+        other_strategy = self.replica_strategy(2)
         with other_strategy.scope():
             in_other_scope = tf.Variable(1.0)
         self.assertTrue(strategy.extended.variable_created_in_scope(inside))
@@ -542,7 +557,10 @@ def _valid_variable_kinds():
     return kinds
 
 
-class VariableSemanticsContractTest(tf.test.TestCase, parameterized.TestCase):
+@placements.across_placements()
+class VariableSemanticsContractTest(
+    placements.PlacementTestCase, tf.test.TestCase, parameterized.TestCase
+):
     """Replica-context writes to every kind of variable, read back as MirroredStrategy does."""
 
     @parameterized.named_parameters(
@@ -559,10 +577,10 @@ class VariableSemanticsContractTest(tf.test.TestCase, parameterized.TestCase):
         # must match MirroredStrategy: applied exactly once per step, aggregated as declared
         # (ON_WRITE + NONE: MirroredStrategy reads its primary copy, replica 0's).
         ours = _values_after_replica_writes(
-            _replica_strategy(num_replicas), synchronization, aggregation
+            self.replica_strategy(num_replicas), synchronization, aggregation
         )
         mirrored = _values_after_replica_writes(
-            _mirrored_strategy(num_replicas), synchronization, aggregation
+            self.collective_mirrored_strategy(num_replicas), synchronization, aggregation
         )
         self.assertEqual(ours, mirrored)
         if isinstance(ours["reads"], list):

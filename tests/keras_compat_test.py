@@ -1,7 +1,12 @@
-"""`multi_gpu_model` with Keras 3 models, on logical CPUs: the legacy suite and its users' needs."""
+"""`multi_gpu_model` with Keras 3 models, on logical CPUs: the legacy suite and its users' needs.
+
+The classes run in the "default" and "parameter_on_replica" placements of tests/placements.py
+(multi_gpu_model has no mirror_weights); tests whose devices are written out run once.
+"""
 
 import os
 
+import placements
 import virtual_devices  # noqa: F401  (splits the CPU into logical devices on import)
 
 # isort: split
@@ -13,6 +18,10 @@ from absl.testing import parameterized
 from tensorflow.python.distribute import ps_values
 
 from replica_strategy import ReplicaStrategy, multi_gpu_model
+
+# multi_gpu_model has no mirror_weights and keeps the weights on /cpu:0: its placements are
+# the "GPUs" apart from that CPU, or the first of them on it.
+_PLACEMENTS = placements.across_placements(placements.DEFAULT, placements.PARAMETER_ON_REPLICA)
 
 
 def _sequential(seed=5):
@@ -47,12 +56,16 @@ def _assert_same_weights(test, first, second, atol=1e-6):
         test.assertAllClose(a, b, atol=atol)
 
 
-class MultiGpuModelLegacySuiteTest(tf.test.TestCase, parameterized.TestCase):
+@_PLACEMENTS
+class MultiGpuModelLegacySuiteTest(
+    placements.PlacementTestCase, tf.test.TestCase, parameterized.TestCase
+):
     @parameterized.named_parameters(
         ("two_devices", ["/cpu:0", "/cpu:1"]),
         ("non_contiguous", ["/cpu:1", "/cpu:3"]),
         ("four_devices", virtual_devices.cpus(4)),
     )
+    @placements.default_placement_only  # Its devices are written out.
     def test_sequential_fit_matches_single_device(self, gpus):
         # Legacy case 1, plus a differential check: same data, same initial weights, even
         # splits => the same trained weights as the template trained alone.
@@ -77,7 +90,7 @@ class MultiGpuModelLegacySuiteTest(tf.test.TestCase, parameterized.TestCase):
         # the gradient, however unevenly the batch splits.
         x, y = _regression_data(rows=32)
         template, reference = _sequential(), _sequential()
-        parallel = multi_gpu_model(template, gpus=virtual_devices.cpus(num_devices))
+        parallel = multi_gpu_model(template, gpus=self.replica_devices(num_devices))
         parallel.compile(loss="mse", optimizer=keras.optimizers.SGD(0.05))
         reference.compile(loss="mse", optimizer=keras.optimizers.SGD(0.05))
         history = parallel.fit(x, y, epochs=2, batch_size=batch_size, shuffle=False, verbose=0)
@@ -89,7 +102,7 @@ class MultiGpuModelLegacySuiteTest(tf.test.TestCase, parameterized.TestCase):
         # Legacy code builds its optimizer object before `compile`, outside any strategy.
         x, y = _regression_data()
         template, reference = _sequential(), _sequential()
-        parallel = multi_gpu_model(template, gpus=virtual_devices.cpus(2))
+        parallel = multi_gpu_model(template, gpus=self.replica_devices(2))
         parallel.compile(loss="mse", optimizer=keras.optimizers.RMSprop(learning_rate=0.01))
         reference.compile(loss="mse", optimizer=keras.optimizers.RMSprop(learning_rate=0.01))
         parallel.fit(x, y, epochs=1, batch_size=8, shuffle=False, verbose=0)
@@ -100,7 +113,7 @@ class MultiGpuModelLegacySuiteTest(tf.test.TestCase, parameterized.TestCase):
     def test_two_inputs_two_outputs_keep_names(self):
         # Legacy case 2.
         template = _two_inputs_two_outputs()
-        parallel = multi_gpu_model(template, gpus=virtual_devices.cpus(2))
+        parallel = multi_gpu_model(template, gpus=self.replica_devices(2))
         self.assertEqual(parallel.output_names, ["out_a", "out_b"])
         self.assertEqual([tensor.name for tensor in parallel.inputs], ["input_a", "input_b"])
         parallel.compile(loss="mse", optimizer="sgd")
@@ -123,11 +136,13 @@ class MultiGpuModelLegacySuiteTest(tf.test.TestCase, parameterized.TestCase):
         ("no_gpu_at_all", None, "This machine has no GPU"),
         ("wrong_type", "2", "must be an int >= 2"),
     )
+    @placements.default_placement_only  # Its devices are written out.
     def test_bad_gpus_raise_legacy_errors(self, gpus, message):
         # Legacy case 3. This machine has no GPU: every GPU id is missing.
         with self.assertRaisesRegex(ValueError, message):
             multi_gpu_model(_sequential(), gpus=gpus)
 
+    @placements.default_placement_only  # Its devices are written out.
     def test_missing_devices_error_lists_expected_and_available(self):
         with self.assertRaisesRegex(ValueError, r"GPU:0.*GPU:1.*only has: \[.*CPU:0"):
             multi_gpu_model(_sequential(), gpus=2)
@@ -136,7 +151,7 @@ class MultiGpuModelLegacySuiteTest(tf.test.TestCase, parameterized.TestCase):
         # Legacy case 4: fit, predict, save, clear session, load, predict again.
         x, y = _regression_data()
         path = os.path.join(self.get_temp_dir(), "parallel.h5")
-        parallel = multi_gpu_model(_sequential(), gpus=virtual_devices.cpus(2))
+        parallel = multi_gpu_model(_sequential(), gpus=self.replica_devices(2))
         parallel.compile(loss="mse", optimizer="rmsprop")
         parallel.fit(x, y, epochs=1, batch_size=8, verbose=0)
         before = parallel.predict(x, verbose=0)
@@ -151,7 +166,7 @@ class MultiGpuModelLegacySuiteTest(tf.test.TestCase, parameterized.TestCase):
         sequences, state = keras.Input((4, 3)), keras.Input((6,))
         outputs = keras.layers.SimpleRNN(6)(sequences, initial_state=state)
         template = keras.Model([sequences, state], keras.layers.Dense(1)(outputs))
-        parallel = multi_gpu_model(template, gpus=virtual_devices.cpus(2))
+        parallel = multi_gpu_model(template, gpus=self.replica_devices(2))
         parallel.compile(loss="mse", optimizer="sgd")
         rng = np.random.default_rng(3)
         x = [
@@ -175,7 +190,7 @@ class MultiGpuModelLegacySuiteTest(tf.test.TestCase, parameterized.TestCase):
             [left, right],
             [keras.layers.Add(name="add")([left_out, right_out]), left_out, right_out],
         )
-        parallel = multi_gpu_model(template, gpus=virtual_devices.cpus(2))
+        parallel = multi_gpu_model(template, gpus=self.replica_devices(2))
         self.assertEqual(parallel.output_names, template.output_names)
         x = [np.ones((4, 3), "float32"), np.zeros((4, 3), "float32")]
         parallel.compile(loss=["mse", "mse", "mse"], optimizer="sgd")
@@ -188,7 +203,7 @@ class MultiGpuModelLegacySuiteTest(tf.test.TestCase, parameterized.TestCase):
         x, y = _regression_data(36)
         dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(8)  # Last batch: 4 rows.
         template, reference = _sequential(), _sequential()
-        parallel = multi_gpu_model(template, gpus=virtual_devices.cpus(2))
+        parallel = multi_gpu_model(template, gpus=self.replica_devices(2))
         parallel.compile(loss="mse", optimizer="sgd", metrics=["mae"])
         reference.compile(loss="mse", optimizer="sgd", metrics=["mae"])
         history = parallel.fit(dataset, epochs=1, verbose=0).history
@@ -196,10 +211,11 @@ class MultiGpuModelLegacySuiteTest(tf.test.TestCase, parameterized.TestCase):
         self.assertAllClose(history, expected, atol=1e-5)
 
 
-class MultiGpuModelWeightSharingTest(tf.test.TestCase):
+@_PLACEMENTS
+class MultiGpuModelWeightSharingTest(placements.PlacementTestCase, tf.test.TestCase):
     def test_template_holds_trained_weights_after_every_batch(self):
         template = _sequential()
-        parallel = multi_gpu_model(template, gpus=virtual_devices.cpus(2))
+        parallel = multi_gpu_model(template, gpus=self.replica_devices(2))
         parallel.compile(loss="mse", optimizer="sgd")
         initial = template.get_weights()
         test = self
@@ -225,7 +241,7 @@ class MultiGpuModelWeightSharingTest(tf.test.TestCase):
     def test_template_keeps_plain_variables_and_saves(self):
         x, y = _regression_data()
         template = _sequential()
-        parallel = multi_gpu_model(template, gpus=virtual_devices.cpus(2))
+        parallel = multi_gpu_model(template, gpus=self.replica_devices(2))
         parallel.compile(loss="mse", optimizer="sgd")
         parallel.fit(x, y, batch_size=8, verbose=0)
         path = os.path.join(self.get_temp_dir(), "template.keras")
@@ -245,7 +261,7 @@ class MultiGpuModelWeightSharingTest(tf.test.TestCase):
         with tf.device("/cpu:3"):
             template = _sequential()
         initial = template.get_weights()
-        parallel = multi_gpu_model(template, gpus=virtual_devices.cpus(2), cpu_relocation=True)
+        parallel = multi_gpu_model(template, gpus=self.replica_devices(2), cpu_relocation=True)
         _assert_same_weights(self, template, parallel)
         for a, b in zip(initial, template.get_weights(), strict=True):
             self.assertAllEqual(a, b)
@@ -254,6 +270,7 @@ class MultiGpuModelWeightSharingTest(tf.test.TestCase):
         parallel.fit(*_regression_data(), batch_size=8, verbose=0)
         _assert_same_weights(self, template, parallel, atol=0)
 
+    @placements.default_placement_only  # Its devices are written out.
     def test_cpu_merge_false_merges_on_first_replica(self):
         parallel = multi_gpu_model(_sequential(), gpus=["/cpu:2", "/cpu:3"], cpu_merge=False)
         self.assertEqual(parallel.distribute_strategy.merge_device, "/device:CPU:2")
@@ -261,11 +278,12 @@ class MultiGpuModelWeightSharingTest(tf.test.TestCase):
         self.assertEqual(merged_on_cpu.distribute_strategy.merge_device, "/device:CPU:0")
 
 
-class MultiGpuModelSavingTest(tf.test.TestCase):
+@_PLACEMENTS
+class MultiGpuModelSavingTest(placements.PlacementTestCase, tf.test.TestCase):
     def test_parallel_save_and_checkpoint_load_into_plain_model(self):
         x, y = _regression_data()
         directory = self.get_temp_dir()
-        parallel = multi_gpu_model(_sequential(), gpus=virtual_devices.cpus(2))
+        parallel = multi_gpu_model(_sequential(), gpus=self.replica_devices(2))
         parallel.compile(loss="mse", optimizer="sgd")
         checkpoint = os.path.join(directory, "checkpoint.weights.h5")
         parallel.fit(
@@ -285,13 +303,16 @@ class MultiGpuModelSavingTest(tf.test.TestCase):
         self.assertIsNot(loaded.distribute_strategy, parallel.distribute_strategy)
 
 
-class MultiGpuModelBatchesTest(tf.test.TestCase, parameterized.TestCase):
+@_PLACEMENTS
+class MultiGpuModelBatchesTest(
+    placements.PlacementTestCase, tf.test.TestCase, parameterized.TestCase
+):
     @parameterized.named_parameters(
         ("batch_one", 1), ("smaller_than_replicas", 2), ("uneven", 7), ("whole", 32)
     )
     def test_predict_returns_every_row_in_order(self, batch_size):
         template = _sequential()
-        parallel = multi_gpu_model(template, gpus=virtual_devices.cpus(3))
+        parallel = multi_gpu_model(template, gpus=self.replica_devices(3))
         x, _ = _regression_data()
         self.assertAllClose(
             parallel.predict(x, batch_size=batch_size, verbose=0), template(x), atol=1e-5
@@ -300,7 +321,7 @@ class MultiGpuModelBatchesTest(tf.test.TestCase, parameterized.TestCase):
     def test_on_batch_methods_split_the_batch(self):
         # 5 rows on 2 replicas: 3, 2. predict_on_batch returns 5 rows, not 5 per replica.
         template, reference = _sequential(), _sequential()
-        parallel = multi_gpu_model(template, gpus=virtual_devices.cpus(2))
+        parallel = multi_gpu_model(template, gpus=self.replica_devices(2))
         parallel.compile(loss="mse", optimizer="sgd", metrics=["mae"])
         reference.compile(loss="mse", optimizer="sgd", metrics=["mae"])
         x, y = _regression_data(5)
@@ -313,7 +334,8 @@ class MultiGpuModelBatchesTest(tf.test.TestCase, parameterized.TestCase):
         _assert_same_weights(self, template, reference, atol=1e-5)
 
 
-class MultiGpuModelKindsTest(tf.test.TestCase):
+@_PLACEMENTS
+class MultiGpuModelKindsTest(placements.PlacementTestCase, tf.test.TestCase):
     def test_subclassed_model(self):
         @keras.saving.register_keras_serializable("keras_compat_test")
         class TwoLayers(keras.Model):
@@ -333,7 +355,7 @@ class MultiGpuModelKindsTest(tf.test.TestCase):
         template = TwoLayers()
         x, y = _regression_data(16)
         template(x[:1])
-        parallel = multi_gpu_model(template, gpus=virtual_devices.cpus(2))
+        parallel = multi_gpu_model(template, gpus=self.replica_devices(2))
         self.assertAllClose(parallel.predict(x, verbose=0), template(x), atol=1e-6)
         parallel.compile(loss="mse", optimizer="sgd")
         parallel.fit(x, y, batch_size=8, verbose=0)
@@ -344,14 +366,14 @@ class MultiGpuModelKindsTest(tf.test.TestCase):
             [keras.Input((4, 2), batch_size=4), keras.layers.LSTM(2, stateful=True, name="memory")]
         )
         with self.assertRaisesRegex(ValueError, "stateful layer 'memory'"):
-            multi_gpu_model(template, gpus=virtual_devices.cpus(2))
+            multi_gpu_model(template, gpus=self.replica_devices(2))
 
     def test_output_without_batch_axis_is_rejected_by_name(self):
         inputs = keras.Input((3,))
         total = keras.layers.Lambda(lambda t: keras.ops.sum(t), name="total")(inputs)
         template = keras.Model(inputs, [keras.layers.Dense(1, name="per_row")(inputs), total])
         with self.assertRaisesRegex(ValueError, "cannot merge output 'total'"):
-            multi_gpu_model(template, gpus=virtual_devices.cpus(2))
+            multi_gpu_model(template, gpus=self.replica_devices(2))
 
     def test_seed_example_runs_as_written(self):
         # /work/shared/seed/multi_gpu_model_doc.txt with a smaller model and logical CPUs.
@@ -365,7 +387,7 @@ class MultiGpuModelKindsTest(tf.test.TestCase):
                     keras.layers.Dense(num_classes, activation="softmax"),
                 ]
             )
-        parallel_model = multi_gpu_model(model, gpus=virtual_devices.cpus(2))
+        parallel_model = multi_gpu_model(model, gpus=self.replica_devices(2))
         parallel_model.compile(loss="categorical_crossentropy", optimizer="rmsprop")
         x = np.random.random((num_samples, height, width, 3))
         y = np.random.random((num_samples, num_classes))
@@ -379,7 +401,7 @@ class MultiGpuModelKindsTest(tf.test.TestCase):
         )
 
     def test_strategy_is_a_replica_strategy(self):
-        parallel = multi_gpu_model(_sequential(), gpus=virtual_devices.cpus(2))
+        parallel = multi_gpu_model(_sequential(), gpus=self.replica_devices(2))
         self.assertIsInstance(parallel.distribute_strategy, ReplicaStrategy)
 
 

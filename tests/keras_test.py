@@ -1,13 +1,14 @@
 """Keras 3 (`keras` / `tf.keras`) under `with ReplicaStrategy(...).scope():`, on logical CPUs.
 
 Oracles: the same model trained with no strategy, and MirroredStrategy on the same devices.
+Every class runs in each placement of tests/placements.py.
 """
 
 import os
 import tempfile
 
 import keras_testing
-import virtual_devices
+import placements
 
 # isort: split
 
@@ -16,7 +17,7 @@ import numpy as np
 import tensorflow as tf
 from absl.testing import parameterized
 
-from replica_strategy import ReplicaStrategy, exact_uneven_batches
+from replica_strategy import exact_uneven_batches
 
 _FEATURES = 3
 
@@ -48,13 +49,18 @@ def _mlp(*extra_layers, optimizer=None, metrics=("mae",)):
     return model
 
 
-class KerasFitEvaluatePredictTest(tf.test.TestCase, parameterized.TestCase):
+# Four replicas in the default placement only: the suite's time budget (mirror_weights_test runs
+# four replicas with mirror_weights).
+@placements.across_placements(first_placement_only=("four_replicas", "ten_on_four"))
+class KerasFitEvaluatePredictTest(
+    placements.PlacementTestCase, tf.test.TestCase, parameterized.TestCase
+):
     @parameterized.named_parameters(("one_replica", 1), ("two_replicas", 2), ("four_replicas", 4))
     def test_numpy_fit_evaluate_predict_match_single_device(self, num_replicas):
         # Batch 8 splits evenly on 1, 2 and 4 replicas: identical weights, losses and metrics.
         x, y = _data()
         reference = _mlp()
-        model = keras_testing.in_scope(ReplicaStrategy(virtual_devices.cpus(num_replicas)), _mlp)
+        model = keras_testing.in_scope(self.replica_strategy(num_replicas), _mlp)
         expected = reference.fit(x, y, batch_size=8, epochs=2, verbose=0).history
         history = model.fit(x, y, batch_size=8, epochs=2, verbose=0).history
         for key in expected:
@@ -72,7 +78,7 @@ class KerasFitEvaluatePredictTest(tf.test.TestCase, parameterized.TestCase):
         train = tf.data.Dataset.from_tensor_slices((x[:40], y[:40])).batch(8)
         validation = tf.data.Dataset.from_tensor_slices((x[40:], y[40:])).batch(4)
         histories = []
-        for strategy in (None, ReplicaStrategy(virtual_devices.cpus(2))):
+        for strategy in (None, self.replica_strategy(2)):
             model = keras_testing.in_scope(strategy, _mlp)
             model.compile(
                 optimizer=keras.optimizers.SGD(0.05),
@@ -96,7 +102,7 @@ class KerasFitEvaluatePredictTest(tf.test.TestCase, parameterized.TestCase):
         # Reported loss and metrics weigh every row once, whatever the split.
         x, y = _data()
         reference = _mlp()
-        model = keras_testing.in_scope(ReplicaStrategy(virtual_devices.cpus(num_replicas)), _mlp)
+        model = keras_testing.in_scope(self.replica_strategy(num_replicas), _mlp)
         self.assertAllClose(
             model.evaluate(x, y, batch_size=batch_size, verbose=0, return_dict=True),
             reference.evaluate(x, y, batch_size=batch_size, verbose=0, return_dict=True),
@@ -112,7 +118,7 @@ class KerasFitEvaluatePredictTest(tf.test.TestCase, parameterized.TestCase):
         # loss of the weights before the update, which must equal the single-device loss.
         x, y = _data(10)
         reference = _mlp()
-        model = keras_testing.in_scope(ReplicaStrategy(virtual_devices.cpus(3)), _mlp)
+        model = keras_testing.in_scope(self.replica_strategy(3), _mlp)
         expected = reference.train_on_batch(x, y, return_dict=True)
         self.assertAllClose(model.train_on_batch(x, y, return_dict=True), expected, atol=1e-5)
 
@@ -122,8 +128,8 @@ class KerasFitEvaluatePredictTest(tf.test.TestCase, parameterized.TestCase):
         x, y = _data(43)
         weights = []
         for strategy in (
-            ReplicaStrategy(virtual_devices.cpus(2)),
-            virtual_devices.mirrored_strategy(2),
+            self.replica_strategy(2),
+            self.mirrored_strategy(2),
         ):
             model = keras_testing.in_scope(strategy, _mlp)
             model.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0)
@@ -136,16 +142,17 @@ class KerasFitEvaluatePredictTest(tf.test.TestCase, parameterized.TestCase):
         # Opt-in: every row weighs 1/B in the gradient, however the batch splits.
         x, y = _data(40)
         reference = _mlp()
-        model = keras_testing.in_scope(ReplicaStrategy(virtual_devices.cpus(num_replicas)), _mlp)
+        model = keras_testing.in_scope(self.replica_strategy(num_replicas), _mlp)
         exact_uneven_batches(exact_uneven_batches(model))  # Idempotent.
         expected = reference.fit(x, y, batch_size=batch_size, epochs=2, shuffle=False, verbose=0)
         history = model.fit(x, y, batch_size=batch_size, epochs=2, shuffle=False, verbose=0)
         self.assertAllClose(history.history["loss"], expected.history["loss"], atol=1e-5)
         self.assertLess(keras_testing.max_weight_difference(model, reference), 1e-5)
 
+    @placements.default_placement_only  # No ReplicaStrategy here.
     def test_exact_uneven_batches_rejects_other_strategies(self):
         with self.assertRaisesRegex(ValueError, "under MirroredStrategy"):
-            exact_uneven_batches(keras_testing.in_scope(virtual_devices.mirrored_strategy(2), _mlp))
+            exact_uneven_batches(keras_testing.in_scope(self.mirrored_strategy(2), _mlp))
 
     def test_on_batch_methods_match_single_device(self):
         # Keras 3 gives *_on_batch data to strategy.run undistributed, under every strategy:
@@ -154,8 +161,8 @@ class KerasFitEvaluatePredictTest(tf.test.TestCase, parameterized.TestCase):
         # (multi_gpu_model's models split these batches: see keras_compat_test.)
         x, y = _data(5)
         reference = _mlp()
-        model = keras_testing.in_scope(ReplicaStrategy(virtual_devices.cpus(2)), _mlp)
-        mirrored = keras_testing.in_scope(virtual_devices.mirrored_strategy(2), _mlp)
+        model = keras_testing.in_scope(self.replica_strategy(2), _mlp)
+        mirrored = keras_testing.in_scope(self.mirrored_strategy(2), _mlp)
         self.assertAllClose(
             model.test_on_batch(x, y, return_dict=True),
             reference.test_on_batch(x, y, return_dict=True),
@@ -172,14 +179,17 @@ class KerasFitEvaluatePredictTest(tf.test.TestCase, parameterized.TestCase):
         self.assertAllClose(model.predict_on_batch(x)[:5], reference.predict_on_batch(x), atol=1e-5)
 
 
-class KerasStatefulLayersTest(tf.test.TestCase, parameterized.TestCase):
+@placements.across_placements()
+class KerasStatefulLayersTest(
+    placements.PlacementTestCase, tf.test.TestCase, parameterized.TestCase
+):
     def test_batch_normalization_matches_mirrored_strategy(self):
         # Per-replica batch statistics, moving averages updated once per step.
         x, y = _data(32)
         weights = []
         for strategy in (
-            ReplicaStrategy(virtual_devices.cpus(2)),
-            virtual_devices.mirrored_strategy(2),
+            self.replica_strategy(2),
+            self.mirrored_strategy(2),
         ):
             model = keras_testing.in_scope(strategy, _mlp, keras.layers.BatchNormalization())
             model.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0)
@@ -192,7 +202,7 @@ class KerasStatefulLayersTest(tf.test.TestCase, parameterized.TestCase):
         x, y = _data(32)
         reference = _mlp(keras.layers.BatchNormalization(synchronized=True))
         model = keras_testing.in_scope(
-            ReplicaStrategy(virtual_devices.cpus(2)),
+            self.replica_strategy(2),
             _mlp,
             keras.layers.BatchNormalization(synchronized=True),
         )
@@ -202,9 +212,7 @@ class KerasStatefulLayersTest(tf.test.TestCase, parameterized.TestCase):
 
     def test_dropout_trains_and_is_off_in_inference(self):
         x, y = _data(32)
-        model = keras_testing.in_scope(
-            ReplicaStrategy(virtual_devices.cpus(2)), _mlp, keras.layers.Dropout(0.5)
-        )
+        model = keras_testing.in_scope(self.replica_strategy(2), _mlp, keras.layers.Dropout(0.5))
         history = model.fit(x, y, batch_size=8, epochs=2, verbose=0).history
         self.assertTrue(np.all(np.isfinite(history["loss"])))
         self.assertAllClose(model.predict(x, batch_size=8, verbose=0), model(x), atol=1e-5)
@@ -223,7 +231,7 @@ class KerasStatefulLayersTest(tf.test.TestCase, parameterized.TestCase):
             return model
 
         reference = build()
-        model = keras_testing.in_scope(ReplicaStrategy(virtual_devices.cpus(2)), build)
+        model = keras_testing.in_scope(self.replica_strategy(2), build)
         reference.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0)
         model.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0)
         self.assertLess(keras_testing.max_weight_difference(model, reference), 1e-5)
@@ -234,8 +242,8 @@ class KerasStatefulLayersTest(tf.test.TestCase, parameterized.TestCase):
         x, y = _data(32)
         keras.mixed_precision.set_global_policy("mixed_float16")
         self.addCleanup(keras.mixed_precision.set_global_policy, "float32")
-        reference = keras_testing.in_scope(virtual_devices.mirrored_strategy(2), _mlp)
-        model = keras_testing.in_scope(ReplicaStrategy(virtual_devices.cpus(2)), _mlp)
+        reference = keras_testing.in_scope(self.mirrored_strategy(2), _mlp)
+        model = keras_testing.in_scope(self.replica_strategy(2), _mlp)
         self.assertIsInstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
         expected = reference.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0)
         history = model.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0)
@@ -257,8 +265,8 @@ class KerasStatefulLayersTest(tf.test.TestCase, parameterized.TestCase):
         weights = {}
         for name, strategy in (
             ("one_device", None),
-            ("replica", ReplicaStrategy(virtual_devices.cpus(2))),
-            ("mirrored", virtual_devices.mirrored_strategy(2)),
+            ("replica", self.replica_strategy(2)),
+            ("mirrored", self.mirrored_strategy(2)),
         ):
             model = keras_testing.in_scope(
                 strategy, _mlp, optimizer=keras.optimizers.SGD(0.1, **options)
@@ -293,7 +301,7 @@ class KerasStatefulLayersTest(tf.test.TestCase, parameterized.TestCase):
             return model
 
         reference = build()
-        model = keras_testing.in_scope(ReplicaStrategy(virtual_devices.cpus(4)), build)
+        model = keras_testing.in_scope(self.replica_strategy(4), build)
         reference.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0)
         model.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0)
         self.assertLess(keras_testing.max_weight_difference(model, reference), 1e-5)
@@ -303,8 +311,8 @@ class KerasStatefulLayersTest(tf.test.TestCase, parameterized.TestCase):
         # tf.distribute forbids, under MirroredStrategy too. This test notices when Keras fixes it.
         x, y = _data(32)
         for strategy in (
-            ReplicaStrategy(virtual_devices.cpus(2)),
-            virtual_devices.mirrored_strategy(2),
+            self.replica_strategy(2),
+            self.mirrored_strategy(2),
         ):
             with strategy.scope():
                 model = _mlp()
@@ -315,12 +323,13 @@ class KerasStatefulLayersTest(tf.test.TestCase, parameterized.TestCase):
                 model.fit(x, y, batch_size=8, epochs=1, verbose=0)
 
 
-class KerasCallbacksTest(tf.test.TestCase):
+@placements.across_placements()
+class KerasCallbacksTest(placements.PlacementTestCase, tf.test.TestCase):
     def test_callbacks_run_and_write_loadable_files(self):
         x, y = _data(32)
         directory = self.get_temp_dir()
         checkpoint = os.path.join(directory, "best.keras")
-        model = keras_testing.in_scope(ReplicaStrategy(virtual_devices.cpus(2)), _mlp)
+        model = keras_testing.in_scope(self.replica_strategy(2), _mlp)
         history = model.fit(
             x,
             y,
@@ -348,7 +357,7 @@ class KerasCallbacksTest(tf.test.TestCase):
             self.skipTest("TensorBoard is not installed (tf.summary needs it).")
         x, y = _data(16)
         logs = os.path.join(self.get_temp_dir(), "logs")
-        model = keras_testing.in_scope(ReplicaStrategy(virtual_devices.cpus(2)), _mlp)
+        model = keras_testing.in_scope(self.replica_strategy(2), _mlp)
         model.fit(x, y, batch_size=8, verbose=0, callbacks=[keras.callbacks.TensorBoard(logs)])
         self.assertNotEmpty(tf.io.gfile.listdir(logs))
 
@@ -361,7 +370,7 @@ class KerasCallbacksTest(tf.test.TestCase):
                 if epoch == 1:
                     raise RuntimeError("interrupted")
 
-        strategy = ReplicaStrategy(virtual_devices.cpus(2))
+        strategy = self.replica_strategy(2)
         model = keras_testing.in_scope(strategy, _mlp)
         with self.assertRaisesRegex(RuntimeError, "interrupted"):
             model.fit(
@@ -388,7 +397,8 @@ class KerasCallbacksTest(tf.test.TestCase):
         self.assertEqual(int(resumed.optimizer.iterations), 8)
 
 
-class KerasSavingTest(tf.test.TestCase, parameterized.TestCase):
+@placements.across_placements()
+class KerasSavingTest(placements.PlacementTestCase, tf.test.TestCase, parameterized.TestCase):
     @parameterized.named_parameters(
         ("keras_format", "model.keras"), ("h5", "model.h5"), ("weights", "model.weights.h5")
     )
@@ -396,7 +406,7 @@ class KerasSavingTest(tf.test.TestCase, parameterized.TestCase):
         # Written under the strategy, read without one; and the other way round.
         x, y = _data(16)
         path = os.path.join(self.get_temp_dir(), filename)
-        strategy = ReplicaStrategy(virtual_devices.cpus(2))
+        strategy = self.replica_strategy(2)
         for writer, reader in ((strategy, None), (None, strategy)):
             model = keras_testing.in_scope(writer, _mlp)
             model.fit(x, y, batch_size=8, epochs=1, verbose=0)
@@ -417,12 +427,12 @@ class KerasSavingTest(tf.test.TestCase, parameterized.TestCase):
     def test_load_weights_outside_scope(self):
         path = os.path.join(self.get_temp_dir(), "outside.weights.h5")
         _mlp().save_weights(path)
-        model = keras_testing.in_scope(ReplicaStrategy(virtual_devices.cpus(2)), _mlp)
+        model = keras_testing.in_scope(self.replica_strategy(2), _mlp)
         model.load_weights(path)
 
     def test_export_saved_model_loads_without_strategy(self):
         x, _ = _data(16)
-        model = keras_testing.in_scope(ReplicaStrategy(virtual_devices.cpus(2)), _mlp)
+        model = keras_testing.in_scope(self.replica_strategy(2), _mlp)
         path = os.path.join(tempfile.mkdtemp(dir=self.get_temp_dir()), "exported")
         model.export(path, verbose=False)
         restored = tf.saved_model.load(path)

@@ -1,10 +1,17 @@
 """`ReplicaStrategy(mirror_weights=True)`: master weights once on the host, copies on replicas.
 
 Runs on logical CPUs: the host (parameter device) is /cpu:0, the replicas /cpu:1 .. /cpu:N.
-Oracles: one device, and the same strategy with `mirror_weights=False`.
+Oracles: one device, and the same strategy with `mirror_weights=False`. What every placement
+must pass (TF's conformance bases, the strategy contract, Keras 3, tf_keras and the upstream
+tests) runs in the "mirror_weights" placement of tests/placements.py; this file keeps what is
+particular to the working copies.
 """
 
 import os
+import subprocess
+import sys
+import textwrap
+import unittest
 
 import virtual_devices
 
@@ -17,7 +24,6 @@ import tf_keras
 from absl import logging
 from absl.testing import parameterized
 from tensorflow.python.distribute import cross_device_ops as cross_device_ops_lib
-from tensorflow.python.distribute import strategy_test_lib
 from tensorflow.python.distribute import values as values_lib
 
 from replica_strategy import ReplicaStrategy, exact_uneven_batches
@@ -222,34 +228,6 @@ class PlacementTest(_TestCase):
         graph = step.get_concrete_function(tf.constant(x), tf.constant(y)).graph
         self.assertEqual(_devices_running(graph, "AddN"), {summed_on})
         self.assertEqual(_devices_running(graph, "Sqrt"), {"CPU:0"})  # Adam's update, on the host.
-
-
-class ConformanceTest(strategy_test_lib.DistributionTestBase, parameterized.TestCase):
-    """TF's own strategy checks (`DistributionTestBase`), with mirror_weights, host apart."""
-
-    def cached_session(self, graph=None, config=None, use_gpu=True, force_gpu=False):
-        # TF1 sessions built from an explicit ConfigProto need the logical CPUs (see
-        # conformance_test.py).
-        if config is not None:
-            config.device_count["CPU"] = len(tf.config.list_logical_devices("CPU"))
-        return super().cached_session(graph, config, use_gpu, force_gpu)
-
-    @parameterized.named_parameters(*_REPLICA_COUNTS)
-    def test_minimize_loss_eager(self, num_replicas):
-        self._test_minimize_loss_eager(_strategy(num_replicas))
-
-    @parameterized.named_parameters(*_REPLICA_COUNTS)
-    def test_minimize_loss_graph(self, num_replicas):
-        # TF1 graph mode: a session runs what the update returns, copies' refresh included.
-        self._test_minimize_loss_graph(_strategy(num_replicas))
-
-    @parameterized.named_parameters(*_REPLICA_COUNTS)
-    def test_global_step_update(self, num_replicas):
-        self._test_global_step_update(_strategy(num_replicas))
-
-    @parameterized.named_parameters(*_REPLICA_COUNTS)
-    def test_trainable_variable(self, num_replicas):
-        self._test_trainable_variable(_strategy(num_replicas))
 
 
 class ReplicaWritesTest(_TestCase):
@@ -482,6 +460,44 @@ class TfKerasTest(_TestCase):
         for variable in model.optimizer.variables():
             self.assertNotIsInstance(variable, values_lib.DistributedVariable)
             self.assertEqual(tf.DeviceSpec.from_string(variable.device).device_index, 0)
+
+    @unittest.expectedFailure
+    def test_tf1_graph_mode_fit_initializes_the_masters(self):
+        # Library bug: in TF1 graph mode tf_keras (training_v1) initializes a variable with
+        # `variable.initializer` when `is_variable_initialized(variable)` is False. For a
+        # MirroredWeight the check reads the master (`_primary`) but the initializer is
+        # MirroredVariable's, which groups the copies' initializers only: the master is never
+        # initialized and the first update fails ("Resource .../dense/kernel does not exist",
+        # ResourceApplyGradientDescent). mirror_weights=False trains. Seen in the mirror_weights
+        # placement of upstream testOptimizerWithKerasModelAndNumpyArrays (graph mode).
+        # In a fresh process: tf_keras keeps its TF1 graph and session, which later tests in
+        # this process would inherit.
+        script = textwrap.dedent(
+            """
+            import sys
+            sys.path.insert(0, sys.argv[1])
+            import virtual_devices
+            import numpy as np
+            import tensorflow as tf
+            import tf_keras
+                        from replica_strategy import ReplicaStrategy
+            with context.graph_mode(), tf.Graph().as_default():
+                strategy = ReplicaStrategy(["/cpu:1", "/cpu:2"], mirror_weights=True)
+                with strategy.scope():
+                    model = tf_keras.Sequential([tf_keras.Input((3,)), tf_keras.layers.Dense(1)])
+                    model.compile(tf_keras.optimizers.legacy.SGD(0.1), "mse")
+                x, y = np.ones((8, 3), "float32"), np.ones((8, 1), "float32")
+                loss = model.fit(x, y, batch_size=4, verbose=0).history["loss"]
+            assert np.all(np.isfinite(loss)), loss
+            """
+        )
+        result = subprocess.run(
+            [sys.executable, "-c", script, os.path.dirname(os.path.abspath(__file__))],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        self.assertEqual(result.returncode, 0, result.stderr[-2000:])
 
     @parameterized.named_parameters(("aggregated", True), ("not_aggregated", False))
     def test_apply_gradients_applies_the_sum_once_or_raises(self, aggregate):

@@ -1,4 +1,8 @@
-"""Tests for ReplicaStrategy's tf.distribute contract, with TF's own strategies as oracles."""
+"""Tests for ReplicaStrategy's tf.distribute contract, with TF's own strategies as oracles.
+
+The classes after ConstructionTest run in each placement of tests/placements.py, with
+MirroredStrategy on the same replica devices as the oracle.
+"""
 
 import os
 import tempfile
@@ -13,6 +17,7 @@ import replica_strategy
 from replica_strategy._variables import ParameterVariable
 
 import keras_testing
+import placements
 import virtual_devices  # noqa: F401  (splits the CPU into logical devices on import)
 
 _REPLICA_COUNTS = (
@@ -23,19 +28,11 @@ _REPLICA_COUNTS = (
 )
 
 
-def _replica_strategy(num_replicas):
-    return replica_strategy.ReplicaStrategy(virtual_devices.cpus(num_replicas))
-
-
-def _mirrored_strategy(num_replicas):
-    return virtual_devices.mirrored_strategy(num_replicas)
-
-
 def _local(strategy, value):
     return [t.numpy() for t in strategy.experimental_local_results(value)]
 
 
-class ConstructionTest(tf.test.TestCase):
+class ConstructionTest(placements.PlacementTestCase, tf.test.TestCase):
     def test_repr_names_the_devices(self):
         strategy = replica_strategy.ReplicaStrategy(["/cpu:1", "/cpu:2"], parameter_device="/cpu:0")
         self.assertEqual(
@@ -77,35 +74,48 @@ class ConstructionTest(tf.test.TestCase):
             replica_strategy.ReplicaStrategy(virtual_devices.cpus(2), merge_device="/cpu:7")
 
     def test_mixing_strategy_scopes_raises_runtime_error(self):
-        ours, theirs = _replica_strategy(2), _mirrored_strategy(2)
+        ours, theirs = self.replica_strategy(2), self.mirrored_strategy(2)
         with ours.scope():
             with self.assertRaisesRegex(RuntimeError, "Mixing different tf.distribute.Strategy"):
                 with theirs.scope():
                     pass
 
 
-class VariablePlacementTest(tf.test.TestCase, parameterized.TestCase):
+@placements.across_placements()
+class VariablePlacementTest(placements.PlacementTestCase, tf.test.TestCase, parameterized.TestCase):
     @parameterized.named_parameters(*_REPLICA_COUNTS)
     def test_one_copy_of_each_weight_and_slot_on_the_parameter_device(self, num_replicas):
-        strategy = replica_strategy.ReplicaStrategy(
-            virtual_devices.cpus(num_replicas), parameter_device="/cpu:3"
-        )
+        strategy = self.replica_strategy(num_replicas, parameter_device="/cpu:3")
         with strategy.scope():
             model = tf.keras.Sequential([tf.keras.Input((3,)), tf.keras.layers.Dense(2)])
             optimizer = tf.keras.optimizers.Adam()
             optimizer.build(model.trainable_variables)
-        variables = [v.value for v in model.weights] + [v.value for v in optimizer.variables]
-        for variable in variables:
+        weights = [v.value for v in model.weights]
+        if self.placement == placements.MIRROR_WEIGHTS:
+            # Trainable weights also have a working copy on each replica device (a replica on
+            # the parameter device uses the master); the master is the one copy checked below.
+            for weight in weights:
+                self.assertEqual(
+                    [tf.DeviceSpec.from_string(copy.device).device_index for copy in weight.values],
+                    self.replica_device_indices(num_replicas),
+                )
+            masters = [weight.master for weight in weights]  # Plain variables.
+            weights = []
+        else:
+            masters = []
+        variables = weights + [v.value for v in optimizer.variables]
+        for variable in variables + masters:
             # A variable with copies would expose them through `.values`; ours is one variable.
             self.assertFalse(hasattr(variable, "values"), variable.name)
             self.assertEqual(tf.DeviceSpec.from_string(variable.device).device_index, 3)
+        for variable in variables:
             if num_replicas > 1:
                 self.assertIsInstance(variable, ParameterVariable)
         self.assertTrue(strategy.extended.variable_created_in_scope(model.weights[0].value))
 
     @parameterized.named_parameters(*_REPLICA_COUNTS)
     def test_synchronization_auto_means_on_write_as_under_mirrored_strategy(self, num_replicas):
-        for strategy in (_replica_strategy(num_replicas), _mirrored_strategy(num_replicas)):
+        for strategy in (self.replica_strategy(num_replicas), self.mirrored_strategy(num_replicas)):
             with strategy.scope():
                 variable = tf.Variable(1.0, synchronization=tf.VariableSynchronization.AUTO)
             self.assertEqual(
@@ -114,20 +124,14 @@ class VariablePlacementTest(tf.test.TestCase, parameterized.TestCase):
 
     @parameterized.named_parameters(*_REPLICA_COUNTS)
     def test_synchronization_none_is_refused_as_under_mirrored_strategy(self, num_replicas):
-        for strategy in (
-            _replica_strategy(num_replicas),
-            replica_strategy.ReplicaStrategy(
-                virtual_devices.cpus(num_replicas), mirror_weights=True
-            ),
-            _mirrored_strategy(num_replicas),
-        ):
+        for strategy in (self.replica_strategy(num_replicas), self.mirrored_strategy(num_replicas)):
             with strategy.scope():
                 with self.assertRaisesRegex(ValueError, "`synchronization`.*kept"):
                     tf.Variable(1.0, name="kept", synchronization=tf.VariableSynchronization.NONE)
 
     @parameterized.named_parameters(*_REPLICA_COUNTS[1:])
     def test_on_read_variables_have_one_copy_per_replica(self, num_replicas):
-        strategy = _replica_strategy(num_replicas)
+        strategy = self.replica_strategy(num_replicas)
         with strategy.scope():
             total = tf.Variable(
                 0.0,
@@ -138,14 +142,15 @@ class VariablePlacementTest(tf.test.TestCase, parameterized.TestCase):
         self.assertLen(copies, num_replicas)
         self.assertEqual(
             [tf.DeviceSpec.from_string(copy.device).device_index for copy in copies],
-            list(range(num_replicas)),
+            self.replica_device_indices(num_replicas),
         )
 
 
-class RunTest(tf.test.TestCase, parameterized.TestCase):
+@placements.across_placements()
+class RunTest(placements.PlacementTestCase, tf.test.TestCase, parameterized.TestCase):
     @parameterized.named_parameters(*_REPLICA_COUNTS)
     def test_each_replica_runs_on_its_own_device(self, num_replicas):
-        strategy = _replica_strategy(num_replicas)
+        strategy = self.replica_strategy(num_replicas)
 
         def replica_fn():
             replica_id = tf.distribute.get_replica_context().replica_id_in_sync_group
@@ -155,12 +160,12 @@ class RunTest(tf.test.TestCase, parameterized.TestCase):
         self.assertEqual([int(r[0, 0]) for r in results], list(range(num_replicas)))
         self.assertEqual(
             [tf.DeviceSpec.from_string(r.device).device_index for r in results],
-            list(range(num_replicas)),
+            self.replica_device_indices(num_replicas),
         )
 
     @parameterized.named_parameters(*_REPLICA_COUNTS)
     def test_traced_replica_ops_are_placed_on_their_devices(self, num_replicas):
-        strategy = _replica_strategy(num_replicas)
+        strategy = self.replica_strategy(num_replicas)
         graph = tf.function(
             lambda: strategy.run(lambda: tf.matmul(tf.ones([2, 2]), tf.ones([2, 2])))
         )
@@ -169,7 +174,7 @@ class RunTest(tf.test.TestCase, parameterized.TestCase):
         ]
         self.assertEqual(
             sorted(tf.DeviceSpec.from_string(op.device).device_index for op in matmuls),
-            list(range(num_replicas)),
+            self.replica_device_indices(num_replicas),
         )
 
     @parameterized.named_parameters(
@@ -195,13 +200,13 @@ class RunTest(tf.test.TestCase, parameterized.TestCase):
             "gathered": np.repeat(ids, 2),
             "merged": ids.sum(),
         }
-        strategy = _replica_strategy(num_replicas)
+        strategy = self.replica_strategy(num_replicas)
         results = strategy.run(tf.function(replica_fn) if use_function else replica_fn)
         for key, value in results.items():
             for replica_value in _local(strategy, value):
                 self.assertAllClose(replica_value, expected[key], msg=key)
         if not use_function:  # MirroredStrategy, the oracle, agrees (eagerly).
-            mirrored = _mirrored_strategy(num_replicas)
+            mirrored = self.mirrored_strategy(num_replicas)
             for key, value in mirrored.run(replica_fn).items():
                 self.assertAllClose(_local(mirrored, value)[0], expected[key], msg=key)
 
@@ -212,18 +217,19 @@ class RunTest(tf.test.TestCase, parameterized.TestCase):
             rows = tf.fill([replica_id + 1], tf.cast(replica_id, tf.float32))
             return tf.distribute.get_replica_context().all_gather(rows, axis=0)
 
-        strategy = _replica_strategy(3)
+        strategy = self.replica_strategy(3)
         fn = tf.function(replica_fn) if use_function else replica_fn
         for gathered in _local(strategy, strategy.run(fn)):
             self.assertAllEqual(gathered, [0.0, 1.0, 1.0, 2.0, 2.0, 2.0])
 
 
-class DatasetTest(tf.test.TestCase, parameterized.TestCase):
+@placements.across_placements()
+class DatasetTest(placements.PlacementTestCase, tf.test.TestCase, parameterized.TestCase):
     @parameterized.named_parameters(*_REPLICA_COUNTS)
     def test_distributed_dataset_matches_mirrored_row_for_row(self, num_replicas):
         # 13 rows in batches of 5: uneven splits and a last partial batch of 3.
         dataset = tf.data.Dataset.range(13).batch(5)
-        ours, theirs = _replica_strategy(num_replicas), _mirrored_strategy(num_replicas)
+        ours, theirs = self.replica_strategy(num_replicas), self.mirrored_strategy(num_replicas)
         actual = [_local(ours, x) for x in ours.experimental_distribute_dataset(dataset)]
         expected = [_local(theirs, x) for x in theirs.experimental_distribute_dataset(dataset)]
         self.assertEqual(
@@ -235,7 +241,7 @@ class DatasetTest(tf.test.TestCase, parameterized.TestCase):
 
     @parameterized.named_parameters(*_REPLICA_COUNTS)
     def test_datasets_from_function_keep_the_last_partial_step(self, num_replicas):
-        strategy = _replica_strategy(num_replicas)
+        strategy = self.replica_strategy(num_replicas)
 
         def dataset_fn(input_context):
             self.assertEqual(input_context.num_replicas_in_sync, num_replicas)
@@ -250,7 +256,7 @@ class DatasetTest(tf.test.TestCase, parameterized.TestCase):
         self.assertCountEqual(seen.tolist(), list(range(7)))
 
     def test_input_options_fetch_to_host(self):
-        strategy = _replica_strategy(2)
+        strategy = self.replica_strategy(2)
         options = tf.distribute.InputOptions(experimental_fetch_to_device=False)
         dataset = tf.data.Dataset.range(4).batch(4)
         element = next(iter(strategy.experimental_distribute_dataset(dataset, options)))
@@ -258,7 +264,7 @@ class DatasetTest(tf.test.TestCase, parameterized.TestCase):
             self.assertEqual(tf.DeviceSpec.from_string(part.device).device_index, 0)
 
     def test_per_replica_input_replication(self):
-        strategy = _replica_strategy(2)
+        strategy = self.replica_strategy(2)
         options = tf.distribute.InputOptions(
             experimental_replication_mode=tf.distribute.InputReplicationMode.PER_REPLICA
         )
@@ -271,14 +277,15 @@ class DatasetTest(tf.test.TestCase, parameterized.TestCase):
         self.assertEqual([r.tolist() for r in _local(strategy, element)], [[0, 1], [10, 11]])
 
     def test_values_from_function(self):
-        strategy = _replica_strategy(3)
+        strategy = self.replica_strategy(3)
         value = strategy.experimental_distribute_values_from_function(
             lambda context: tf.constant(context.replica_id_in_sync_group * 10)
         )
         self.assertEqual([int(v) for v in _local(strategy, value)], [0, 10, 20])
 
 
-class ReduceAndGatherTest(tf.test.TestCase, parameterized.TestCase):
+@placements.across_placements()
+class ReduceAndGatherTest(placements.PlacementTestCase, tf.test.TestCase, parameterized.TestCase):
     def _per_replica_rows(self, strategy, batch_size):
         dataset = (
             tf.data.Dataset.range(batch_size)
@@ -289,17 +296,23 @@ class ReduceAndGatherTest(tf.test.TestCase, parameterized.TestCase):
 
     @parameterized.named_parameters(*_REPLICA_COUNTS)
     def test_axis_zero_reductions_and_gather_are_exact_on_uneven_splits(self, num_replicas):
-        strategy = _replica_strategy(num_replicas)
+        strategy = self.replica_strategy(num_replicas)
         rows = self._per_replica_rows(strategy, 10)  # 10 on 3 or 4 replicas is uneven.
         self.assertAllClose(strategy.reduce("SUM", rows, axis=0), 45.0)
         self.assertAllClose(strategy.reduce("MEAN", rows, axis=0), 4.5)
         gathered = strategy.gather(rows, axis=0)
         self.assertAllEqual(gathered, np.arange(10))
-        self.assertEqual(tf.DeviceSpec.from_string(gathered.device).device_index, 0)
+        # Where MirroredStrategy on the same devices gathers: the current device (/cpu:0, the
+        # host) from several replicas; one replica's value stays on its device.
+        oracle = self.mirrored_strategy(num_replicas)
+        expected = oracle.gather(self._per_replica_rows(oracle, 10), axis=0)
+        self.assertEqual(gathered.device, expected.device)
+        if num_replicas > 1:
+            self.assertEqual(tf.DeviceSpec.from_string(gathered.device).device_index, 0)
 
     @parameterized.named_parameters(*_REPLICA_COUNTS)
     def test_nested_structures_are_reduced_leaf_by_leaf(self, num_replicas):
-        ours, theirs = _replica_strategy(num_replicas), _mirrored_strategy(num_replicas)
+        ours, theirs = self.replica_strategy(num_replicas), self.mirrored_strategy(num_replicas)
 
         def replica_fn():
             replica_id = tf.cast(
@@ -323,7 +336,7 @@ class ReduceAndGatherTest(tf.test.TestCase, parameterized.TestCase):
     def test_reduce_across_replicas_of_different_shapes_raises(self, use_function):
         # 5 rows on 2 replicas: [0, 1, 2] and [3, 4]. Adding them element by element would drop
         # a row; the error says how to reduce every row.
-        strategy = _replica_strategy(2)
+        strategy = self.replica_strategy(2)
         rows = self._per_replica_rows(strategy, 5)
 
         def reduce(op):
@@ -337,7 +350,7 @@ class ReduceAndGatherTest(tf.test.TestCase, parameterized.TestCase):
         self.assertAllClose(strategy.reduce("SUM", rows, axis=0), 10.0)
 
     def test_all_reduce_of_different_shapes_raises(self):
-        strategy = _replica_strategy(2)
+        strategy = self.replica_strategy(2)
         rows = self._per_replica_rows(strategy, 5)
         with self.assertRaisesRegex(ValueError, r"shapes \[\[3\], \[2\]\].*all_gather"):
             strategy.run(
@@ -364,7 +377,7 @@ class ReduceAndGatherTest(tf.test.TestCase, parameterized.TestCase):
             return model
 
         reference = build()
-        with _replica_strategy(3).scope():
+        with self.replica_strategy(3).scope():
             model = build()
         history = model.fit(dataset, verbose=0).history
         expected = reference.fit(dataset, verbose=0).history
@@ -377,7 +390,7 @@ class ReduceAndGatherTest(tf.test.TestCase, parameterized.TestCase):
         )
 
     def test_reduce_outside_cross_replica_context_raises(self):
-        strategy = _replica_strategy(2)
+        strategy = self.replica_strategy(2)
 
         def replica_fn():
             return strategy.reduce("SUM", 1.0, axis=None)
@@ -435,7 +448,12 @@ def _train_custom_loop(strategy, x, y, global_batch_size, steps=5):
     return [w.numpy() for w in model.weights], losses
 
 
-class CustomTrainingLoopTest(tf.test.TestCase, parameterized.TestCase):
+# Four replicas in the default placement only, but against MirroredStrategy in every placement:
+# the suite's time budget.
+@placements.across_placements(first_placement_only=("even_four", "uneven_four"))
+class CustomTrainingLoopTest(
+    placements.PlacementTestCase, tf.test.TestCase, parameterized.TestCase
+):
     @parameterized.named_parameters(
         ("even_two", 2, 8),
         ("even_four", 4, 8),
@@ -451,7 +469,7 @@ class CustomTrainingLoopTest(tf.test.TestCase, parameterized.TestCase):
             tf.distribute.get_strategy(), x, y, global_batch_size
         )
         weights, losses = _train_custom_loop(
-            _replica_strategy(num_replicas), x, y, global_batch_size
+            self.replica_strategy(num_replicas), x, y, global_batch_size
         )
         self.assertAllClose(losses, expected_losses, atol=1e-5)
         for actual, expected in zip(weights, expected_weights):
@@ -463,13 +481,14 @@ class CustomTrainingLoopTest(tf.test.TestCase, parameterized.TestCase):
             rng.normal(size=(40, 5)).astype(np.float32),
             rng.normal(size=(40, 2)).astype(np.float32),
         )
-        expected, _ = _train_custom_loop(_mirrored_strategy(4), x, y, 8)
-        actual, _ = _train_custom_loop(_replica_strategy(4), x, y, 8)
+        expected, _ = _train_custom_loop(self.mirrored_strategy(4), x, y, 8)
+        actual, _ = _train_custom_loop(self.replica_strategy(4), x, y, 8)
         for a, e in zip(actual, expected):
             self.assertAllClose(a, e, atol=1e-5)
 
 
-class CheckpointTest(tf.test.TestCase, parameterized.TestCase):
+@placements.across_placements()
+class CheckpointTest(placements.PlacementTestCase, tf.test.TestCase, parameterized.TestCase):
     def _model_and_optimizer(self, strategy, seed):
         with strategy.scope():
             model = _build_model(seed)
@@ -489,8 +508,8 @@ class CheckpointTest(tf.test.TestCase, parameterized.TestCase):
     )
     def test_checkpoints_interchange(self, writer, reader):
         strategies = {
-            "replica": lambda: _replica_strategy(3),
-            "mirrored": lambda: _mirrored_strategy(3),
+            "replica": lambda: self.replica_strategy(3),
+            "mirrored": lambda: self.mirrored_strategy(3),
             "default": tf.distribute.get_strategy,
         }
         written = self._model_and_optimizer(strategies[writer](), seed=1)
@@ -507,7 +526,7 @@ class CheckpointTest(tf.test.TestCase, parameterized.TestCase):
 
     @parameterized.named_parameters(("inside_scope", True), ("outside_scope", False))
     def test_saved_model_round_trip(self, save_in_scope):
-        strategy = _replica_strategy(2)
+        strategy = self.replica_strategy(2)
         with strategy.scope():
             module = tf.Module()
             module.weight = tf.Variable([[1.0], [2.0]])
@@ -529,7 +548,8 @@ class CheckpointTest(tf.test.TestCase, parameterized.TestCase):
         self.assertAllClose(loaded_in_scope.call(x), [[3.0]])
 
 
-class EmptyReplicaTest(tf.test.TestCase, parameterized.TestCase):
+@placements.across_placements()
+class EmptyReplicaTest(placements.PlacementTestCase, tf.test.TestCase, parameterized.TestCase):
     def _one_sgd_step(self, strategy, x, y):
         with strategy.scope():
             tf.keras.utils.set_random_seed(4)
@@ -555,8 +575,8 @@ class EmptyReplicaTest(tf.test.TestCase, parameterized.TestCase):
             rng.normal(size=(4, 3)).astype(np.float32),
             rng.normal(size=(4, 1)).astype(np.float32),
         )
-        three = self._one_sgd_step(_replica_strategy(3), x, y)
-        two = self._one_sgd_step(_replica_strategy(2), x, y)
+        three = self._one_sgd_step(self.replica_strategy(3), x, y)
+        two = self._one_sgd_step(self.replica_strategy(2), x, y)
         for delta_three, delta_two in zip(three, two, strict=True):
             self.assertTrue(np.all(np.isfinite(delta_three)))
             self.assertAllClose(delta_three, delta_two * 2 / 3, atol=1e-6)
@@ -609,8 +629,8 @@ class EmptyReplicaTest(tf.test.TestCase, parameterized.TestCase):
         expected = self._custom_loop_with_regularization(
             tf.distribute.get_strategy(), x, y, use_function
         )
-        mirrored = self._custom_loop_with_regularization(_mirrored_strategy(2), x, y, False)
-        actual = self._custom_loop_with_regularization(_replica_strategy(2), x, y, use_function)
+        mirrored = self._custom_loop_with_regularization(self.mirrored_strategy(2), x, y, False)
+        actual = self._custom_loop_with_regularization(self.replica_strategy(2), x, y, use_function)
         for ours, theirs, one_device in zip(actual, mirrored, expected, strict=True):
             self.assertAllClose(theirs, one_device, atol=1e-6)
             self.assertAllClose(ours, one_device, atol=1e-6)
@@ -621,7 +641,7 @@ class EmptyReplicaTest(tf.test.TestCase, parameterized.TestCase):
             del rows  # Only splits the step: 1 row, 0 rows.
             return tf.distribute.get_replica_context().all_reduce("SUM", tf.ones([]))
 
-        for strategy in (_replica_strategy(2), _mirrored_strategy(2)):
+        for strategy in (self.replica_strategy(2), self.mirrored_strategy(2)):
             dataset = tf.data.Dataset.range(1).batch(1)
             iterator = iter(strategy.experimental_distribute_dataset(dataset))
 
@@ -633,11 +653,12 @@ class EmptyReplicaTest(tf.test.TestCase, parameterized.TestCase):
             self.assertAllClose(_local(strategy, step(iterator)), [2.0, 2.0], msg=str(strategy))
 
 
-class ConcurrentRunTest(tf.test.TestCase):
+@placements.across_placements()
+class ConcurrentRunTest(placements.PlacementTestCase, tf.test.TestCase):
     def test_runs_from_several_threads_see_only_their_own_rows(self):
         # Each call splits its own batch (1 to 4 rows on 2 replicas: some leave replica 1
         # empty); what one call learns of its rows must not leak into a call in another thread.
-        strategy = _replica_strategy(2)
+        strategy = self.replica_strategy(2)
 
         def replica_fn(x):
             time.sleep(0.002)  # Lets the calls of the other threads interleave with this one.

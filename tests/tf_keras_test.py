@@ -1,12 +1,13 @@
 """tf_keras (legacy Keras 2) under `ReplicaStrategy.scope()` and through `multi_gpu_model`.
 
-tf_keras is imported directly, alongside Keras 3, so no TF_USE_LEGACY_KERAS is needed.
+tf_keras is imported directly, alongside Keras 3, so no TF_USE_LEGACY_KERAS is needed. The
+classes run in the placements of tests/placements.py that apply to them.
 """
 
 import os
 
 import keras_testing
-import virtual_devices
+import placements
 
 # isort: split
 
@@ -15,7 +16,7 @@ import tensorflow as tf
 import tf_keras
 from absl.testing import parameterized
 
-from replica_strategy import ReplicaStrategy, multi_gpu_model, register_tf_keras
+from replica_strategy import multi_gpu_model, register_tf_keras
 
 _FEATURES = 3
 
@@ -40,12 +41,13 @@ def _mlp(*extra_layers, optimizer=None):
     return model
 
 
-class TfKerasUnderScopeTest(tf.test.TestCase, parameterized.TestCase):
+@placements.across_placements()
+class TfKerasUnderScopeTest(placements.PlacementTestCase, tf.test.TestCase, parameterized.TestCase):
     @parameterized.named_parameters(("two_replicas", 2), ("four_replicas", 4))
     def test_fit_evaluate_predict_match_single_device(self, num_replicas):
         x, y = _data()
         reference = _mlp()
-        model = keras_testing.in_scope(ReplicaStrategy(virtual_devices.cpus(num_replicas)), _mlp)
+        model = keras_testing.in_scope(self.replica_strategy(num_replicas), _mlp)
         expected = reference.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0).history
         history = model.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0).history
         self.assertAllClose(history, expected, atol=1e-5)
@@ -63,7 +65,7 @@ class TfKerasUnderScopeTest(tf.test.TestCase, parameterized.TestCase):
         train = tf.data.Dataset.from_tensor_slices((x[:32], y[:32])).batch(8)
         validation = tf.data.Dataset.from_tensor_slices((x[32:], y[32:])).batch(3)
         histories = []
-        for strategy in (None, ReplicaStrategy(virtual_devices.cpus(2))):
+        for strategy in (None, self.replica_strategy(2)):
             model = keras_testing.in_scope(strategy, _mlp)
             keras_testing.in_scope(
                 strategy,
@@ -81,7 +83,7 @@ class TfKerasUnderScopeTest(tf.test.TestCase, parameterized.TestCase):
     def test_on_batch_methods_split_and_match_single_device(self):
         x, y = _data(5)  # 3, 2 on two replicas.
         reference = _mlp()
-        model = keras_testing.in_scope(ReplicaStrategy(virtual_devices.cpus(2)), _mlp)
+        model = keras_testing.in_scope(self.replica_strategy(2), _mlp)
         self.assertAllClose(model.predict_on_batch(x), reference.predict_on_batch(x), atol=1e-5)
         self.assertAllClose(model.test_on_batch(x, y), reference.test_on_batch(x, y), atol=1e-5)
         x, y = _data(6)
@@ -92,8 +94,8 @@ class TfKerasUnderScopeTest(tf.test.TestCase, parameterized.TestCase):
         x, y = _data()
         weights = []
         for strategy in (
-            ReplicaStrategy(virtual_devices.cpus(2)),
-            virtual_devices.mirrored_strategy(2),
+            self.replica_strategy(2),
+            self.mirrored_strategy(2),
         ):
             model = keras_testing.in_scope(strategy, _mlp, tf_keras.layers.BatchNormalization())
             model.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0)
@@ -109,7 +111,7 @@ class TfKerasUnderScopeTest(tf.test.TestCase, parameterized.TestCase):
             return _mlp(optimizer=tf_keras.optimizers.SGD(0.1, clipnorm=0.05))
 
         reference = build()
-        model = keras_testing.in_scope(ReplicaStrategy(virtual_devices.cpus(2)), build)
+        model = keras_testing.in_scope(self.replica_strategy(2), build)
         reference.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0)
         model.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0)
         self.assertLess(keras_testing.max_weight_difference(model, reference), 1e-5)
@@ -123,8 +125,8 @@ class TfKerasUnderScopeTest(tf.test.TestCase, parameterized.TestCase):
         # Oracle: MirroredStrategy. Each replica's loss is scaled by 1/N before loss scaling,
         # so whether float16 gradients overflow (and a step is skipped) can differ from one
         # device; it must not differ from MirroredStrategy.
-        reference = keras_testing.in_scope(virtual_devices.mirrored_strategy(2), _mlp)
-        model = keras_testing.in_scope(ReplicaStrategy(virtual_devices.cpus(2)), _mlp)
+        reference = keras_testing.in_scope(self.mirrored_strategy(2), _mlp)
+        model = keras_testing.in_scope(self.replica_strategy(2), _mlp)
         self.assertIsInstance(model.optimizer, tf_keras.mixed_precision.LossScaleOptimizer)
         # One step: the same update as MirroredStrategy, up to float16 rounding.
         reference.train_on_batch(x[:8], y[:8])
@@ -137,7 +139,7 @@ class TfKerasUnderScopeTest(tf.test.TestCase, parameterized.TestCase):
         register_tf_keras()
         x, y = _data()
         backup = os.path.join(self.get_temp_dir(), "backup")
-        model = keras_testing.in_scope(ReplicaStrategy(virtual_devices.cpus(2)), _mlp)
+        model = keras_testing.in_scope(self.replica_strategy(2), _mlp)
         history = model.fit(
             x,
             y,
@@ -156,7 +158,7 @@ class TfKerasUnderScopeTest(tf.test.TestCase, parameterized.TestCase):
     def test_files_interchange_with_no_strategy(self, filename):
         x, y = _data(16)
         path = os.path.join(self.get_temp_dir(), filename)
-        strategy = ReplicaStrategy(virtual_devices.cpus(2))
+        strategy = self.replica_strategy(2)
         for writer, reader in ((strategy, None), (None, strategy)):
             model = keras_testing.in_scope(writer, _mlp)
             model.fit(x, y, batch_size=8, verbose=0)
@@ -170,11 +172,14 @@ class TfKerasUnderScopeTest(tf.test.TestCase, parameterized.TestCase):
             self.assertLess(keras_testing.max_weight_difference(fresh, model), 1e-7)
 
 
-class TfKerasMultiGpuModelTest(tf.test.TestCase):
+# multi_gpu_model has no mirror_weights and keeps the weights on /cpu:0: its placements are
+# the "GPUs" apart from that CPU, or the first of them on it.
+@placements.across_placements(placements.DEFAULT, placements.PARAMETER_ON_REPLICA)
+class TfKerasMultiGpuModelTest(placements.PlacementTestCase, tf.test.TestCase):
     def test_fit_shares_weights_and_matches_single_device(self):
         x, y = _data()
         template, reference = _mlp(), _mlp()
-        parallel = multi_gpu_model(template, gpus=virtual_devices.cpus(2))
+        parallel = multi_gpu_model(template, gpus=self.replica_devices(2))
         self.assertIsInstance(parallel, tf_keras.Model)
         parallel.compile(optimizer=tf_keras.optimizers.SGD(0.05), loss="mse")
         differences = []
@@ -196,7 +201,7 @@ class TfKerasMultiGpuModelTest(tf.test.TestCase):
         # in the gradient, as in the legacy model's loss over the merged batch.
         x, y = _data(32)
         template, reference = _mlp(), _mlp()
-        parallel = multi_gpu_model(template, gpus=virtual_devices.cpus(3))
+        parallel = multi_gpu_model(template, gpus=self.replica_devices(3))
         parallel.compile(optimizer=tf_keras.optimizers.SGD(0.05), loss="mse")
         reference.compile(optimizer=tf_keras.optimizers.SGD(0.05), loss="mse")
         history = parallel.fit(x, y, batch_size=10, epochs=2, shuffle=False, verbose=0)
@@ -206,7 +211,7 @@ class TfKerasMultiGpuModelTest(tf.test.TestCase):
 
     def test_batch_normalization_statistics_are_shared(self):
         template = _mlp(tf_keras.layers.BatchNormalization())
-        parallel = multi_gpu_model(template, gpus=virtual_devices.cpus(2))
+        parallel = multi_gpu_model(template, gpus=self.replica_devices(2))
         parallel.compile(optimizer="sgd", loss="mse")
         parallel.fit(*_data(), batch_size=8, verbose=0)
         self.assertEqual(keras_testing.max_weight_difference(template, parallel), 0.0)
@@ -215,7 +220,7 @@ class TfKerasMultiGpuModelTest(tf.test.TestCase):
 
     def test_parallel_save_loads_into_plain_model(self):
         x, y = _data()
-        parallel = multi_gpu_model(_mlp(), gpus=virtual_devices.cpus(2))
+        parallel = multi_gpu_model(_mlp(), gpus=self.replica_devices(2))
         parallel.compile(optimizer="sgd", loss="mse")
         parallel.fit(x, y, batch_size=8, verbose=0)
         path = os.path.join(self.get_temp_dir(), "parallel.h5")
@@ -228,7 +233,7 @@ class TfKerasMultiGpuModelTest(tf.test.TestCase):
         sequences, state = tf_keras.Input((4, 3)), tf_keras.Input((6,))
         outputs = tf_keras.layers.SimpleRNN(6)(sequences, initial_state=state)
         template = tf_keras.Model([sequences, state], tf_keras.layers.Dense(1)(outputs))
-        parallel = multi_gpu_model(template, gpus=virtual_devices.cpus(2))
+        parallel = multi_gpu_model(template, gpus=self.replica_devices(2))
         parallel.compile(loss="mse", optimizer="sgd")
         rng = np.random.default_rng(3)
         x = [
@@ -242,7 +247,7 @@ class TfKerasMultiGpuModelTest(tf.test.TestCase):
         with tf.device("/cpu:3"):
             template = _mlp()
         with self.assertRaisesRegex(ValueError, "without unsharing them"):
-            multi_gpu_model(template, gpus=virtual_devices.cpus(2), cpu_relocation=True)
+            multi_gpu_model(template, gpus=self.replica_devices(2), cpu_relocation=True)
 
 
 if __name__ == "__main__":

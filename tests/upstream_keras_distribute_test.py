@@ -20,8 +20,8 @@ Vendored from keras-team/keras at commit 3422977a5e38fb2f7709aaa9a08e47f0c43d0f6
 - keras/src/callbacks/swap_ema_weights_test.py (its tf.distribute test)
 
 Changes from upstream, each marked "ReplicaStrategy:" where it is made: every
-`tf.distribute.MirroredStrategy(["CPU:0", "CPU:1"])` is `_strategy()`, ReplicaStrategy on two
-logical CPUs; the set-up no longer resets TensorFlow's context to make two CPUs (the suite
+`tf.distribute.MirroredStrategy(["CPU:0", "CPU:1"])` is `_strategy(self.placement)`,
+ReplicaStrategy on two logical CPUs in each placement of tests/placements.py; the set-up no longer resets TensorFlow's context to make two CPUs (the suite
 has four, tests/virtual_devices.py); formatting follows this project (ruff). Assertions about
 MirroredStrategy's internals (its variables are `MirroredVariable`s with one copy per replica)
 are out of scope for a strategy that keeps one copy: those tests are skipped, saying so, or
@@ -36,7 +36,9 @@ Inventory:
 - Adapted, passing: test_strategy_run (asserts the kernel is one ParameterVariable, not a
   DistributedValues), test_seed_generator and test_correctness_with_fit_and_regularizer (read
   the one copy through experimental_local_results instead of a MirroredVariable's `.values`).
-- Out of scope, skipped: test_variable_creation (asserts MirroredVariable).
+- Out of scope, skipped: test_variable_creation (asserts MirroredVariable), except in the
+  mirror_weights placement, whose MirroredWeight is one (the class-name check becomes an
+  isinstance check).
 - Not vendored: swap_ema_weights_test's other tests (no strategy);
   integration_tests/tf_distribute_training_test.py (runs fit, asserts nothing; keras_test.py
   covers fit with BatchNormalization and mixed precision under ReplicaStrategy).
@@ -44,7 +46,6 @@ Inventory:
 
 import os
 import tempfile
-import unittest
 
 import keras
 import numpy as np
@@ -57,11 +58,11 @@ from keras.src.models import Sequential
 from keras.src.optimizers.sgd import SGD
 from keras.src.testing import test_utils
 from keras.src.utils import numerical_utils
+from tensorflow.python.distribute import values as tf_values
 
-import replica_strategy
 from replica_strategy._variables import ParameterVariable
 
-import virtual_devices
+import placements
 
 _ONE_COPY = (
     "Out of scope: asserts MirroredStrategy's variables (MirroredVariable, one copy per "
@@ -69,34 +70,39 @@ _ONE_COPY = (
 )
 
 
-def _strategy():
-    # ReplicaStrategy: was tf.distribute.MirroredStrategy(["CPU:0", "CPU:1"]).
-    return replica_strategy.ReplicaStrategy(virtual_devices.cpus(2))
+def _strategy(placement):
+    # ReplicaStrategy: was tf.distribute.MirroredStrategy(["CPU:0", "CPU:1"]). Each test class
+    # runs in every placement of tests/placements.py.
+    return placements.replica_strategy(placement, 2)
 
 
 # -- keras/src/backend/tensorflow/distribute_test.py -------------------------------------------
 
 
-class DistributeTest(testing.TestCase):
+@placements.across_placements()
+class DistributeTest(placements.PlacementTestCase, testing.TestCase):
     # ReplicaStrategy: upstream's setUp resets the context to make two logical CPUs.
 
-    @unittest.skip(_ONE_COPY)
     def test_variable_creation(self):
-        strategy = _strategy()
+        # ReplicaStrategy: only mirror_weights=True keeps a copy per replica; its variables are
+        # MirroredWeights, a subclass of MirroredVariable (upstream asserts the class name).
+        if self.placement != placements.MIRROR_WEIGHTS:
+            self.skipTest(_ONE_COPY)
+        strategy = _strategy(self.placement)
         with strategy.scope():
             dense = layers.Dense(2)
             dense.build([4, 2])
 
         self.assertIsInstance(dense.kernel, backend.Variable)
         self.assertIsInstance(dense.kernel.value, tf.distribute.DistributedValues)
-        self.assertIn("MirroredVariable", dense.kernel.value.__class__.__name__)
+        self.assertIsInstance(dense.kernel.value, tf_values.MirroredVariable)
 
         self.assertIsInstance(dense.kernel, backend.Variable)
         self.assertIsInstance(dense.bias.value, tf.distribute.DistributedValues)
-        self.assertIn("MirroredVariable", dense.bias.value.__class__.__name__)
+        self.assertIsInstance(dense.bias.value, tf_values.MirroredVariable)
 
     def test_strategy_run(self):
-        strategy = _strategy()
+        strategy = _strategy(self.placement)
 
         with strategy.scope():
             inputs = layers.Input(shape=[4])
@@ -105,8 +111,12 @@ class DistributeTest(testing.TestCase):
             model = models.Functional(inputs, output)
 
         self.assertIsInstance(dense.kernel, backend.Variable)
-        # ReplicaStrategy: upstream asserts a DistributedValues (MirroredVariable) here.
-        self.assertIsInstance(dense.kernel.value, ParameterVariable)
+        # ReplicaStrategy: upstream asserts a DistributedValues (MirroredVariable) here, as
+        # mirror_weights=True gives; otherwise the kernel is one ParameterVariable.
+        if self.placement == placements.MIRROR_WEIGHTS:
+            self.assertIsInstance(dense.kernel.value, tf.distribute.DistributedValues)
+        else:
+            self.assertIsInstance(dense.kernel.value, ParameterVariable)
 
         def input_fn(ctx):
             if ctx.replica_id_in_sync_group == 1:
@@ -136,7 +146,7 @@ class DistributeTest(testing.TestCase):
         batch_size = 16
         shuffle = True
 
-        strategy = _strategy()
+        strategy = _strategy(self.placement)
 
         epoch_iterator = tf_trainer.TFEpochIterator(
             x=x,
@@ -166,7 +176,7 @@ class DistributeTest(testing.TestCase):
         self.assertEqual(steps_seen, [0, 1, 2, 3, 4, 5, 6])
 
     def test_variable_aggregation(self):
-        strategy = _strategy()
+        strategy = _strategy(self.placement)
 
         with strategy.scope():
             x = np.random.random((4, 4))
@@ -179,7 +189,7 @@ class DistributeTest(testing.TestCase):
             self.assertEqual(v2.value.aggregation, tf.VariableAggregation.SUM)
 
     def test_variable_synchronization(self):
-        strategy = _strategy()
+        strategy = _strategy(self.placement)
 
         with strategy.scope():
             x = np.random.random((4, 4))
@@ -193,7 +203,7 @@ class DistributeTest(testing.TestCase):
             self.assertEqual(v2.value.synchronization, tf.VariableSynchronization.ON_READ)
 
     def test_seed_generator(self):
-        strategy = _strategy()
+        strategy = _strategy(self.placement)
         with strategy.scope():
             seed_generator = keras.random.SeedGenerator(42)
             # ReplicaStrategy: upstream reads `.values`, a MirroredVariable's copies; one copy
@@ -205,7 +215,7 @@ class DistributeTest(testing.TestCase):
                 self.assertAllClose(keras.ops.convert_to_numpy(s), (42, 0))
 
     def test_correctness_with_fit_and_regularizer(self):
-        strategy = _strategy()
+        strategy = _strategy(self.placement)
 
         batch_size = 12
         x = keras.ops.ones((batch_size, 1))
@@ -249,11 +259,12 @@ class DistributeTest(testing.TestCase):
 # -- keras/src/backend/tensorflow/optimizer_distribute_test.py ---------------------------------
 
 
-class OptimizerDistributeTest(testing.TestCase):
+@placements.across_placements()
+class OptimizerDistributeTest(placements.PlacementTestCase, testing.TestCase):
     def setUp(self):
         super().setUp()
         # ReplicaStrategy: upstream resets the context here to make two logical CPUs.
-        self.strategy = _strategy()
+        self.strategy = _strategy(self.placement)
 
     def test_config(self):
         with self.strategy.scope():
@@ -430,7 +441,8 @@ class OptimizerDistributeTest(testing.TestCase):
 # -- keras/src/callbacks/swap_ema_weights_test.py ----------------------------------------------
 
 
-class SwapEMAWeightsTest(testing.TestCase):
+@placements.across_placements()
+class SwapEMAWeightsTest(placements.PlacementTestCase, testing.TestCase):
     # ReplicaStrategy: only the tf.distribute test of this file; the others use no strategy.
 
     def setUp(self):
@@ -463,7 +475,7 @@ class SwapEMAWeightsTest(testing.TestCase):
 
     def test_swap_ema_weights_with_tf_distribute(self):
         # ReplicaStrategy: upstream resets the context here to make two logical CPUs.
-        strategy = _strategy()
+        strategy = _strategy(self.placement)
         with strategy.scope():
             # TODO: set jit_compile=True once the issue is resolved in
             # integration_tests/tf_distribute_training_test.py#L52

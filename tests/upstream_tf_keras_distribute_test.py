@@ -24,15 +24,18 @@ Vendored from keras-team/tf-keras at commit dd0a7237b9b24132dba3f491f3c84b0094ab
 - tf_keras/distribute/custom_training_loop_models_test.py
 
 Changes from upstream, each marked "ReplicaStrategy:" where it is made: the strategy
-combinations name ReplicaStrategy on two logical CPUs (tests/virtual_devices.py) instead of
-MirroredStrategy, CentralStorageStrategy, OneDeviceStrategy or TPUs; imports use the installed
+combinations name ReplicaStrategy on two logical CPUs (tests/virtual_devices.py), in each
+placement of tests/placements.py, instead of MirroredStrategy, CentralStorageStrategy,
+OneDeviceStrategy or TPUs; imports use the installed
 package's paths (tf_keras.src...); formatting follows this project (ruff). The upstream
 assertions are kept, except where a test asserts what only a strategy with one copy of each
 variable per replica can do: there the expected outcome for one copy is asserted instead, and
 the comment says why.
 
 Inventory (upstream files of tf_keras/distribute/ that test strategy behaviour):
-- Run as upstream wrote them, passing: keras_optimizer_v2_test (both tests, graph and eager),
+- Run as upstream wrote them, passing in every placement: keras_optimizer_v2_test (both tests,
+  graph and eager; in graph mode not yet in the mirror_weights placement, skipped for a known
+  bug: tf_keras' training_v1 never initializes the master weights),
   custom_training_loop_metrics_test (4 tests), checkpointing_test (2 tests),
   keras_metrics_test (all 9 tests but the jit_compile=True case of testAddMetric, which
   upstream runs on two GPUs only: on CPUs its compiled function reaches variables on another
@@ -74,17 +77,23 @@ from tf_keras.src.engine import base_layer, input_layer, training
 from tf_keras.src.layers import core
 from tf_keras.src.optimizers.legacy import adam, gradient_descent
 
-import replica_strategy
+import placements
 
-import virtual_devices
 
-# ReplicaStrategy: the strategies under test.
-_two_replicas = tf_combinations.NamedDistribution(
-    "ReplicaStrategy2CPUs", lambda: replica_strategy.ReplicaStrategy(virtual_devices.cpus(2))
-)
-_one_replica = tf_combinations.NamedDistribution(
-    "ReplicaStrategy1CPU", lambda: replica_strategy.ReplicaStrategy(virtual_devices.cpus(1))
-)
+# ReplicaStrategy: the strategies under test, one per placement of tests/placements.py. The
+# default placement keeps upstream-style names (ReplicaStrategy2CPUs); the others add theirs.
+def _named_distribution(placement, num_replicas):
+    name = f"ReplicaStrategy{num_replicas}CPU{'s' if num_replicas > 1 else ''}"
+    if placement != placements.DEFAULT:
+        name += "".join(word.capitalize() for word in placement.split("_"))
+    return tf_combinations.NamedDistribution(
+        name, lambda: placements.replica_strategy(placement, num_replicas)
+    )
+
+
+_two_replica_placements = [_named_distribution(p, 2) for p in placements.PLACEMENTS]
+_one_replica_placements = [_named_distribution(p, 1) for p in placements.PLACEMENTS]
+_two_replicas, _one_replica = _two_replica_placements[0], _one_replica_placements[0]
 
 # -- tf_keras/distribute/custom_training_loop_optimizer_test.py --------------------------------
 
@@ -93,7 +102,7 @@ class OptimizerTest(tf.test.TestCase, parameterized.TestCase):
     @tf.__internal__.distribute.combinations.generate(
         tf.__internal__.test.combinations.times(
             tf.__internal__.test.combinations.combine(
-                distribution=[_two_replicas],  # ReplicaStrategy: was multidevice_strategies.
+                distribution=_two_replica_placements,  # ReplicaStrategy: was multidevice_strategies.
                 mode=["eager"],
             ),
             tf.__internal__.test.combinations.combine(
@@ -148,7 +157,7 @@ class OptimizerTest(tf.test.TestCase, parameterized.TestCase):
 
     @tf.__internal__.distribute.combinations.generate(
         tf.__internal__.test.combinations.combine(
-            distribution=[_one_replica],  # ReplicaStrategy: was one_device_strategy.
+            distribution=_one_replica_placements,  # ReplicaStrategy: was one_device_strategy.
             mode=["eager"],
             experimental_aggregate_gradients=[True, False],
         )
@@ -177,7 +186,7 @@ class OptimizerTest(tf.test.TestCase, parameterized.TestCase):
         tf.__internal__.test.combinations.combine(
             # ReplicaStrategy: was central_storage_strategy_with_gpu_and_cpu, the same design
             # (one copy of each variable on a parameter device).
-            distribution=[_two_replicas]
+            distribution=_two_replica_placements
         )
     )
     def test_custom_aggregation_central_storage(self, distribution):
@@ -203,7 +212,7 @@ class OptimizerTest(tf.test.TestCase, parameterized.TestCase):
     # every replica's contribution included.
     @tf.__internal__.distribute.combinations.generate(
         tf.__internal__.test.combinations.combine(
-            distribution=[_two_replicas], mode=["eager"], use_function=[True, False]
+            distribution=_two_replica_placements, mode=["eager"], use_function=[True, False]
         )
     )
     def test_gradients_the_user_aggregated(self, distribution, use_function):
@@ -238,7 +247,7 @@ class MirroredStrategyOptimizerV2Test(tf.test.TestCase, parameterized.TestCase):
     @tf.__internal__.distribute.combinations.generate(
         tf.__internal__.test.combinations.combine(
             # ReplicaStrategy: was central_storage_strategy_with_two_gpus.
-            distribution=[_two_replicas],
+            distribution=_two_replica_placements,
             mode=["graph", "eager"],
         )
     )
@@ -297,11 +306,20 @@ class MirroredStrategyOptimizerV2Test(tf.test.TestCase, parameterized.TestCase):
     @tf.__internal__.distribute.combinations.generate(
         tf.__internal__.test.combinations.combine(
             # ReplicaStrategy: was central_storage_strategy_with_two_gpus.
-            distribution=[_two_replicas],
+            distribution=_two_replica_placements,
             mode=["graph", "eager"],
         )
     )
     def testOptimizerWithKerasModelAndNumpyArrays(self, distribution):
+        # ReplicaStrategy: a known bug of mirror_weights in TF1 graph mode (the masters are
+        # never initialized), reproduced in mirror_weights_test's
+        # test_tf1_graph_mode_fit_initializes_the_masters.
+        if distribution.mirror_weights and not tf.executing_eagerly():
+            self.skipTest(
+                "mirror_weights in TF1 graph mode: tf_keras' training_v1 runs the MirroredWeight's "
+                "initializer, which initializes the copies but not the master (bug; see "
+                "mirror_weights_test.test_tf1_graph_mode_fit_initializes_the_masters)."
+            )
         with self.cached_session():
             with distribution.scope():
                 model = get_model()
@@ -334,8 +352,9 @@ def _replica_id():
 
 # -- tf_keras/distribute/custom_training_loop_metrics_test.py ----------------------------------
 
-# ReplicaStrategy: was all_strategies (+ multiworker_strategies).
-_all_strategies = [_one_replica, _two_replicas]
+# ReplicaStrategy: was all_strategies (+ multiworker_strategies). Two replicas in every
+# placement, one replica in the default placement only (the suite's time budget).
+_all_strategies = [_one_replica, *_two_replica_placements]
 
 
 # ReplicaStrategy: upstream's KerasMetricsTest, renamed: keras_metrics_test.py has one too.
