@@ -4,7 +4,9 @@ Every flag is checked by absl as it is parsed (`DEFINE_enum`, bounds, validators
 ends the program with a usage error naming the flag, before TensorFlow does any work. Each
 trainer declares these flags its own (`flags.adopt_module_key_flags(common)`), so its `--help`
 lists them. A trainer's `main(argv)` then calls `configure_logging()`, `arguments_from_flags()`,
-`configure_devices()` (before TensorFlow initializes) and its importable `train(...)`.
+`configure_devices()` (before TensorFlow initializes) and its importable `train(...)`; the
+program runs it with `run(main)`, absl's `app.run` with help that exits 0 and usage errors
+printed as their message alone.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import logging as standard_logging
 import math
 import os
 import sys
+import textwrap
 
 import keras
 import tensorflow as tf
@@ -50,8 +53,9 @@ _DEVICES = flags.DEFINE_string(
     None,
     "Replica devices: a count ('4') or a comma-separated list of device names "
     "('/gpu:0,/gpu:1', '/cpu:0,/cpu:1') or GPU ids ('0,1'). With no GPU, a count splits the "
-    "CPU into that many logical devices. Default: every GPU, else 2 logical CPUs. Ignored by "
-    "--strategy=multi_worker and default.",
+    "CPU into that many logical devices; names must be devices the machine has (without a "
+    "GPU: /cpu:0 alone), they never split the CPU. Default: every GPU, else 2 logical CPUs. "
+    "Ignored by --strategy=multi_worker and default.",
 )
 _MIRROR_WEIGHTS = flags.DEFINE_bool(
     "mirror_weights",
@@ -350,11 +354,13 @@ def format_split(split: str | tuple[float, ...]) -> str:
 
 
 def configure_devices(devices: int | list[str] | None) -> list[str]:
-    """Turns `--devices` into device names, splitting the CPU when there is no GPU.
+    """Turns `--devices` into device names; with no GPU, a count splits the CPU.
 
-    Call this before anything initializes TensorFlow's runtime: logical CPUs can only be
-    configured then. If the runtime is already initialized (as in tests), the devices that
-    exist are used, and a request for more than exist is a usage error.
+    Only a count (or no `--devices`) splits the CPU into logical devices; names must be devices
+    the machine has, so a typo such as `/cpu:5` is an error, not five more logical CPUs. Call
+    this before anything initializes TensorFlow's runtime: logical CPUs can only be configured
+    then. If the runtime is already initialized (as in tests), the devices that exist are used,
+    and a request for more than exist is a usage error.
 
     Args:
       devices: None (every GPU, else `DEFAULT_CPU_COUNT` logical CPUs), a count, or names.
@@ -367,10 +373,7 @@ def configure_devices(devices: int | list[str] | None) -> list[str]:
     """
     gpu_count = len(tf.config.list_physical_devices("GPU"))
     if isinstance(devices, list):
-        cpu_indices = [_cpu_index(name) for name in devices]
-        if not gpu_count and all(index is not None for index in cpu_indices):
-            _split_cpu(max(cpu_indices) + 1)
-        _check_local_devices(devices)
+        _check_local_devices(devices, can_split_cpu=not gpu_count)
         return devices
     if gpu_count:
         count = gpu_count if devices is None else devices
@@ -384,10 +387,21 @@ def configure_devices(devices: int | list[str] | None) -> list[str]:
     return [f"/cpu:{index}" for index in range(count)]
 
 
-def _check_local_devices(names: list[str]) -> None:
-    """Every name is a distinct device of this process, or a usage error lists those there are."""
+def _check_local_devices(names: list[str], can_split_cpu: bool) -> None:
+    """Every name is a distinct device of this process, or a usage error lists those there are.
+
+    `can_split_cpu`: the machine has no GPU, so a count would give it logical CPUs; a missing
+    device's message then offers that count.
+    """
     available = [device.name for device in tf.config.list_logical_devices()]
     received = f"Received: --devices={','.join(names)}"
+    if can_split_cpu:
+        fix = (
+            "Name devices from that list, or give a count, e.g. "
+            f"--devices={len(names)}: only a count splits the CPU into logical devices."
+        )
+    else:
+        fix = f"Name devices from that list, or give how many GPUs to use, e.g. --devices={len(names)}."
     seen = {}
     for name in names:
         spec = _device_spec(name, received)
@@ -402,7 +416,7 @@ def _check_local_devices(names: list[str]) -> None:
         if canonical not in available:
             raise app.UsageError(
                 f"--devices names {name}, which this process does not have. Available: "
-                f"{', '.join(available)}. {received}"
+                f"{', '.join(available)}. {fix} {received}"
             )
         if canonical in seen:
             raise app.UsageError(
@@ -419,13 +433,6 @@ def _device_spec(name: str, received: str) -> tf.DeviceSpec:
         raise app.UsageError(
             f"--devices entry {name} is not a device name ({error}). {received}"
         ) from None
-
-
-def _cpu_index(name: str) -> int | None:
-    spec = tf.DeviceSpec.from_string(name)
-    if (spec.device_type or "").upper() != "CPU":
-        return None
-    return spec.device_index or 0
 
 
 def _split_cpu(count: int) -> None:
@@ -568,7 +575,8 @@ def prepared_run(
 
     The strategy is the first TensorFlow object made (MultiWorkerMirroredStrategy must exist
     before other TF work). This process's output directory stays locked until the block ends.
-    Under ReplicaStrategy the split of the batch it starts with is printed.
+    The first lines printed name the data, the strategy, its devices and where the weights live
+    (`describe_strategy`); under ReplicaStrategy, the split of the batch it starts with follows.
 
     Yields:
       (the strategy, this process's output directory, the loaded `data_lib` data).
@@ -581,9 +589,80 @@ def prepared_run(
         keras.utils.set_random_seed(seed)
         data = data_lib.load(dataset, num_samples, image_size, seed)
         print(data_lib.describe(dataset, data), flush=True)
+        print(describe_strategy(distribution), flush=True)
         if strategy == "replica":
             print(describe_split(distribution, split), flush=True)
         yield distribution, directory, data
+
+
+def describe_strategy(distribution: tf.distribute.Strategy) -> str:
+    """Two lines in plain words: the strategy and its devices, then where the weights live.
+
+    E.g. "Strategy: ReplicaStrategy, 2 replicas on /cpu:0, /cpu:1." and "Placement: the weights
+    and the optimizer state once on /cpu:0 (the parameter device); ...". Devices are written as
+    `--devices` takes them.
+    """
+    if distribution is tf.distribute.get_strategy() and not tf.distribute.has_strategy():
+        return (
+            "Strategy: none (TensorFlow's default strategy), 1 replica on the device TensorFlow "
+            "picks (the first GPU, else the CPU).\n"
+            "Placement: the weights, the optimizer state and every step on that device."
+        )
+    extended = distribution.extended
+    devices = [_short_device_name(name) for name in extended.worker_devices]
+    replicas = distribution.num_replicas_in_sync
+    header = f"{replicas} replica{'s' if replicas > 1 else ''} on {', '.join(devices)}"
+    if isinstance(distribution, replica_strategy.ReplicaStrategy):
+        parameter_device = _short_device_name(distribution.parameter_device)
+        merge_device = _short_device_name(distribution.merge_device)
+        if distribution.mirror_weights:
+            placement = (
+                f"the master weights and the optimizer state once on {parameter_device} (the "
+                "parameter device), a working copy of the trainable weights on each replica "
+                "device (mirror_weights=True); gradients summed among the replica devices, "
+                f"then sent once to {parameter_device}, where the optimizer steps."
+            )
+        else:
+            summed = (
+                "there" if merge_device == parameter_device else f"on {merge_device}"
+            ) + " (the merge device)"
+            placement = (
+                f"the weights and the optimizer state once on {parameter_device} (the "
+                f"parameter device), read by every replica (mirror_weights=False); gradients "
+                f"summed {summed}, the optimizer steps on {parameter_device}."
+            )
+        return f"Strategy: ReplicaStrategy, {header}.\nPlacement: {placement}"
+    if isinstance(distribution, tf.distribute.experimental.CentralStorageStrategy):
+        parameter_device = _short_device_name(extended.parameter_devices[0])
+        return (
+            f"Strategy: CentralStorageStrategy, {header}.\n"
+            f"Placement: the weights and the optimizer state once on {parameter_device} (the "
+            "parameter device), read by every replica; gradients summed and the optimizer "
+            "steps there."
+        )
+    if isinstance(distribution, tf.distribute.OneDeviceStrategy):
+        return (
+            f"Strategy: OneDeviceStrategy, {header}.\n"
+            f"Placement: the weights, the optimizer state and every step on {devices[0]}."
+        )
+    if isinstance(distribution, tf.distribute.MultiWorkerMirroredStrategy):
+        resolver = distribution.cluster_resolver
+        jobs = resolver.cluster_spec().as_dict() if resolver is not None else {}
+        workers = max(1, len(jobs.get("chief", [])) + len(jobs.get("worker", [])))
+        return (
+            f"Strategy: MultiWorkerMirroredStrategy, {replicas} replica"
+            f"{'s' if replicas > 1 else ''} across {workers} worker{'s' if workers > 1 else ''}"
+            f", this worker's on {', '.join(devices)}.\n"
+            "Placement: a copy of the weights and of the optimizer state on every replica "
+            "device of every worker; gradients summed across all of them, each copy steps."
+        )
+    if isinstance(distribution, tf.distribute.MirroredStrategy):
+        return (
+            f"Strategy: MirroredStrategy, {header}.\n"
+            "Placement: a copy of the weights and of the optimizer state on each replica "
+            "device; gradients summed among them, each copy steps."
+        )
+    return f"Strategy: {type(distribution).__name__}, {header}."
 
 
 def _fractions_text(fractions) -> str:
@@ -734,6 +813,52 @@ def finish(
         weights=model.get_weights(),
         split=split,
     )
+
+
+def run(main) -> None:
+    """Runs a trainer's `main` as `app.run(main)` does, with two differences for its user.
+
+    `--help` (and `--helpshort`, `--helpfull`) exits 0: asking for help is not a failure (absl
+    exits 1). An `app.UsageError` from `main` ends the program with its message alone, as
+    `UsageError: <message>` on stderr and the error's exit status (1), where `app.run` first
+    prints the module's docstring and every flag. Its message names the flag, the value
+    received and the fix already. `main` itself still raises the error, for callers and tests.
+    """
+
+    def main_with_short_usage_errors(argv):
+        try:
+            return main(argv)
+        except app.UsageError as error:
+            print(f"UsageError: {error}", file=sys.stderr, flush=True)
+            raise SystemExit(error.exitcode) from None
+
+    app.run(main_with_short_usage_errors, flags_parser=parse_flags)
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+    """`app.run`'s flags parser: absl's (`app.parse_flags_with_usage`), with help exiting 0.
+
+    absl's help flags print the help on stdout and then end the program, while the command
+    line is being parsed, with status 1; that status becomes 0. A bad flag value still ends it
+    with status 1 and absl's report: `FATAL Flags parsing error: <message>`.
+
+    Returns:
+      The arguments left after the flags, program name first, for `main`.
+    """
+    try:
+        return flags.FLAGS(argv)
+    except SystemExit as help_exit:
+        # Only the help flags exit from inside the parse (after printing the help).
+        raise SystemExit(0 if help_exit.code == 1 else help_exit.code) from None
+    except flags.Error as error:
+        # absl's own report of a bad flag (app.parse_flags_with_usage), exit status 1.
+        message = str(error)
+        if "\n" in message:
+            sys.stderr.write(f"FATAL Flags parsing error:\n{textwrap.indent(message, '  ')}\n")
+        else:
+            sys.stderr.write(f"FATAL Flags parsing error: {message}\n")
+        sys.stderr.write("Pass --helpshort or --helpfull to see help on flags.\n")
+        raise SystemExit(1) from None
 
 
 @contextlib.contextmanager

@@ -106,6 +106,7 @@ def train(
             )
         # Replicates the model on the devices (GPUs, or logical CPUs on a machine without any).
         parallel_model = multi_gpu_model(model, gpus=devices or common.default_devices())
+        print(common.describe_strategy(parallel_model.distribute_strategy), flush=True)
         parallel_model.compile(
             loss="categorical_crossentropy",
             optimizer=keras.optimizers.RMSprop(learning_rate),
@@ -170,4 +171,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    common.run(main)

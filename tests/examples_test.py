@@ -15,6 +15,7 @@ import tensorflow as tf
 from absl import app, flags
 from absl.testing import flagsaver, parameterized
 
+import replica_strategy
 from examples import common, legacy_multi_gpu_model, train_custom_loop, train_keras
 
 _TINY = {"num_samples": 32, "hidden_units": 4, "batch_size": 8, "epochs": 1, "verbose": 0}
@@ -106,9 +107,65 @@ class FlagsTest(parameterized.TestCase):
             with self.assertRaisesRegex(app.UsageError, "--split: multi_gpu_model splits"):
                 legacy_multi_gpu_model.main([])
 
+    def test_a_device_name_the_process_lacks_names_the_flag_what_exists_and_the_fix(self):
+        # Names never split the CPU: only a count does (trainer_flags_test runs the trainer on
+        # a machine of one CPU, where /cpu:5 once gave six logical devices).
+        with self.assertRaisesRegex(
+            app.UsageError,
+            r"--devices names /cpu:9, which this process does not have\. Available: "
+            r"/device:CPU:0, .*/device:CPU:3.*\. Name devices from that list, or give a count, "
+            r"e\.g\. --devices=2: only a count splits the CPU .* Received: --devices=/cpu:0,/cpu:9",
+        ):
+            common.configure_devices(["/cpu:0", "/cpu:9"])
+
     def test_configure_devices_uses_existing_logical_cpus_once_initialized(self):
         # The runtime is initialized (4 logical CPUs): no reconfiguration, no error.
         self.assertEqual(common.configure_devices(2), ["/cpu:0", "/cpu:1"])
+
+
+class DescribeStrategyTest(tf.test.TestCase):
+    """The lines a run starts with: the strategy, its devices and where the weights live."""
+
+    def test_replica_strategy_names_the_parameter_device_and_mirror_weights(self):
+        default = common.describe_strategy(
+            replica_strategy.ReplicaStrategy(virtual_devices.cpus(2))
+        )
+        self.assertEqual(
+            default.splitlines(),
+            [
+                "Strategy: ReplicaStrategy, 2 replicas on /cpu:0, /cpu:1.",
+                "Placement: the weights and the optimizer state once on /cpu:0 (the parameter "
+                "device), read by every replica (mirror_weights=False); gradients summed there "
+                "(the merge device), the optimizer steps on /cpu:0.",
+            ],
+        )
+        mirrored = common.describe_strategy(
+            replica_strategy.ReplicaStrategy(
+                ["/cpu:1", "/cpu:2"], parameter_device="/cpu:0", mirror_weights=True
+            )
+        )
+        self.assertIn("Strategy: ReplicaStrategy, 2 replicas on /cpu:1, /cpu:2.", mirrored)
+        self.assertIn("master weights and the optimizer state once on /cpu:0", mirrored)
+        self.assertIn("(mirror_weights=True)", mirrored)
+        merged_elsewhere = common.describe_strategy(
+            replica_strategy.ReplicaStrategy(virtual_devices.cpus(2), merge_device="/cpu:1")
+        )
+        self.assertIn("gradients summed on /cpu:1 (the merge device)", merged_elsewhere)
+
+    def test_tensorflow_strategies_are_described_by_their_placement(self):
+        devices = virtual_devices.cpus(2)
+        cases = {
+            tf.distribute.MirroredStrategy(devices): "a copy of the weights and of the optimizer "
+            "state on each replica device",
+            tf.distribute.experimental.CentralStorageStrategy(devices): "once on /cpu:0",
+            tf.distribute.OneDeviceStrategy("/cpu:1"): "every step on /cpu:1",
+            tf.distribute.get_strategy(): "TensorFlow's default strategy",
+        }
+        for strategy, placement in cases.items():
+            text = common.describe_strategy(strategy)
+            self.assertLen(text.splitlines(), 2, text)
+            self.assertStartsWith(text, "Strategy: ")
+            self.assertIn(placement, text)
 
 
 class TrainKerasTest(tf.test.TestCase, parameterized.TestCase):

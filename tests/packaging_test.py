@@ -5,9 +5,12 @@ import email.parser
 import inspect
 import pathlib
 import shutil
+import subprocess
+import sys
 import tempfile
 import zipfile
 
+import tomllib
 from absl.testing import absltest
 
 import replica_strategy
@@ -84,6 +87,44 @@ class WheelTest(absltest.TestCase):
         self.assertLen(pins, 3)  # [cpu], [gpu], [legacy].
         for pin in pins:
             self.assertIn(f"=={_tensorflow_check.SUPPORTED_TENSORFLOW}.*;", pin)
+
+
+class SetupPyTest(absltest.TestCase):
+    """The top-level setup.py defers to pyproject.toml: one source of metadata."""
+
+    def test_setup_py_passes_nothing_to_setup(self):
+        module = ast.parse((project_wheel.ROOT / "setup.py").read_text())
+        docstring, importing, call = module.body  # Nothing else: no metadata of its own.
+        self.assertIn("pyproject.toml", ast.get_docstring(module))
+        self.assertIsInstance(docstring.value, ast.Constant)
+        self.assertEqual(ast.unparse(importing), "from setuptools import setup")
+        self.assertEqual(ast.unparse(call), "setup()")
+
+    def test_setup_py_reports_the_name_and_version_of_pyproject_and_the_package(self):
+        pyproject = tomllib.loads((project_wheel.ROOT / "pyproject.toml").read_text())
+        with tempfile.TemporaryDirectory(prefix="packaging_test_") as tmp:
+            source = project_wheel.copy_source(pathlib.Path(tmp))
+            # The setuptools pyproject.toml asks for (the venv's may be older), as pip's build
+            # would use; --target keeps it out of the venv.
+            backend = pathlib.Path(tmp) / "build_requirements"
+            subprocess.run(
+                [sys.executable, "-m", "pip", "install", "--quiet", "--target", backend]
+                + pyproject["build-system"]["requires"],
+                check=True,
+                timeout=600,
+            )
+            run = subprocess.run(
+                [sys.executable, "setup.py", "--name", "--version"],
+                cwd=source,
+                env={"PYTHONPATH": str(backend), "PATH": "/usr/bin:/bin"},
+                capture_output=True,
+                text=True,
+                timeout=300,
+            )
+        self.assertEqual(run.returncode, 0, run.stderr)
+        self.assertEqual(
+            run.stdout.split(), [pyproject["project"]["name"], replica_strategy.__version__]
+        )
 
 
 class PublicApiTest(absltest.TestCase):

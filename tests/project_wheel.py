@@ -8,12 +8,8 @@ import sys
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
-def build_wheel(tmp: pathlib.Path) -> pathlib.Path:
-    """Builds the wheel from a copy of the source, so that no build/ lands in the work tree.
-
-    pip builds it in an isolated environment with the `[build-system]` requirements of
-    pyproject.toml, fetched from the package index, as for any user.
-    """
+def copy_source(tmp: pathlib.Path) -> pathlib.Path:
+    """Copies what the wheel is built from (top-level files, the package) to `tmp/source`."""
     source = tmp / "source"
     source.mkdir()
     for path in ROOT.iterdir():
@@ -24,6 +20,17 @@ def build_wheel(tmp: pathlib.Path) -> pathlib.Path:
         source / "replica_strategy",
         ignore=shutil.ignore_patterns("__pycache__"),
     )
+    return source
+
+
+def build_wheel(tmp: pathlib.Path) -> pathlib.Path:
+    """Builds the wheel from a copy of the source, so that no build/ lands in the work tree.
+
+    pip builds it in an isolated environment with the `[build-system]` requirements of
+    pyproject.toml, fetched from the package index, as for any user; setuptools' backend runs
+    the top-level setup.py, which defers to pyproject.toml.
+    """
+    source = copy_source(tmp)
     wheels = tmp / "wheels"
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", wheels, source],

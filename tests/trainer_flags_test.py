@@ -46,6 +46,7 @@ class TrainerProgramTest(tf.test.TestCase, parameterized.TestCase):
     @parameterized.named_parameters((trainer, trainer) for trainer in _TRAINERS)
     def test_help_lists_the_trainer_flags(self, trainer):
         run = _run(trainer, "--help")
+        self.assertEqual(run.returncode, 0, run.stderr[-3000:])  # Help asked for is no error.
         for name in _SHARED_FLAGS:
             self.assertRegex(
                 run.stdout, rf"(?m)^\s+--(\[no\])?{name}\b", f"--{name} missing from --help"
@@ -64,6 +65,70 @@ class TrainerProgramTest(tf.test.TestCase, parameterized.TestCase):
         self.assertIn("--devices", run.stderr)
         self.assertIn(value, run.stderr)
         self.assertNotIn("Traceback", run.stderr)
+
+    @parameterized.named_parameters((trainer, trainer) for trainer in _TRAINERS)
+    def test_usage_error_is_its_message_without_the_help(self, trainer):
+        a_file = self.create_tempfile().full_path
+        run = _run(trainer, "--devices=2", f"--model_dir={a_file}")
+        self.assertEqual(run.returncode, 1, run.stderr[-3000:])
+        self.assertIn(
+            f"UsageError: --model_dir {a_file} is a file, not a directory. Choose a directory",
+            run.stderr,
+        )
+        # app.run would print the module's docstring and every flag before it.
+        self.assertNotIn("Run from the repository root", run.stderr + run.stdout)
+        self.assertNotIn("--hidden_units", run.stderr + run.stdout)
+        self.assertNotIn("Traceback", run.stderr)
+
+    def test_a_device_name_the_machine_lacks_is_an_error_not_a_split(self):
+        # This process has one CPU (no virtual_devices): a name never splits it, a count does.
+        run = _run(
+            "train_keras", "--devices=/cpu:5", f"--model_dir={self.create_tempdir().full_path}"
+        )
+        self.assertEqual(run.returncode, 1, run.stderr[-3000:])
+        self.assertIn(
+            "UsageError: --devices names /cpu:5, which this process does not have. Available: "
+            "/device:CPU:0. Name devices from that list, or give a count, e.g. --devices=1: "
+            "only a count splits the CPU into logical devices. Received: --devices=/cpu:5",
+            run.stderr,
+        )
+        self.assertNotIn("Strategy:", run.stdout)
+
+    @parameterized.named_parameters(
+        (
+            "replica_mirror_weights",
+            "train_keras",
+            ["--mirror_weights"],
+            "Strategy: ReplicaStrategy, 2 replicas on /cpu:0, /cpu:1.",
+            "Placement: the master weights and the optimizer state once on /cpu:0 (the parameter "
+            "device), a working copy of the trainable weights on each replica device "
+            "(mirror_weights=True)",
+        ),
+        (
+            "mirrored",
+            "train_custom_loop",
+            ["--strategy=mirrored"],
+            "Strategy: MirroredStrategy, 2 replicas on /cpu:0, /cpu:1.",
+            "Placement: a copy of the weights and of the optimizer state on each replica device",
+        ),
+        (
+            "legacy",
+            "legacy_multi_gpu_model",
+            [],
+            "Strategy: ReplicaStrategy, 2 replicas on /cpu:0, /cpu:1.",
+            "Placement: the weights and the optimizer state once on /cpu:0 (the parameter "
+            "device), read by every replica (mirror_weights=False)",
+        ),
+    )
+    def test_first_lines_name_the_strategy_devices_and_placement(
+        self, trainer, arguments, strategy_line, placement
+    ):
+        run = _run(trainer, *_TINY, *arguments, f"--model_dir={self.create_tempdir().full_path}")
+        self.assertEqual(run.returncode, 0, run.stderr[-3000:])
+        lines = run.stdout.splitlines()
+        self.assertStartsWith(lines[0], "Data: digits")
+        self.assertEqual(lines[1], strategy_line)
+        self.assertStartsWith(lines[2], placement)
 
     def test_logs_warnings_only_by_default(self):
         run = _run("train_keras", *_TINY, f"--model_dir={self.create_tempdir().full_path}")
