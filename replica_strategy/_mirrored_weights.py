@@ -181,7 +181,14 @@ def create_mirrored_weight(strategy, devices, parameter_device, next_creator, **
         )
         with ops.device(device), context.device_policy(context.DEVICE_PLACEMENT_SILENT):
             copies.append(next_creator(**copy_kwargs))
-    return MirroredWeight(strategy, master, copies, aggregation)
+    weight = MirroredWeight(strategy, master, copies, aggregation)
+    if _in_tf1_graph():
+        # MirroredVariable's initializer groups its copies' only; tf_keras' TF1 training loop
+        # runs it when the master (what `is_variable_initialized` reads) is uninitialized.
+        weight._initializer_op = control_flow_ops.group(
+            master.initializer, *(copy.initializer for copy in copies if copy is not master)
+        )
+    return weight
 
 
 def _initial_value_of(master):

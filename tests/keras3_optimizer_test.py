@@ -7,6 +7,7 @@ one replica, keep Keras' order.
 """
 
 import keras_testing
+import placements
 import virtual_devices
 
 # isort: split
@@ -19,11 +20,6 @@ from absl.testing import parameterized
 from replica_strategy import FusedAdam, ReplicaStrategy
 
 _FEATURES = 3
-_PLACEMENTS = {
-    "default": dict(parameter_device="/cpu:0"),
-    "mirror_weights": dict(parameter_device="/cpu:0", mirror_weights=True),
-    "parameter_on_replica": dict(parameter_device="/cpu:1"),
-}
 _CLIPS = {
     "clipnorm": dict(clipnorm=0.3),
     "global_clipnorm": dict(global_clipnorm=0.3),
@@ -33,8 +29,7 @@ _OPTIMIZERS = {"sgd": keras.optimizers.SGD, "adam": keras.optimizers.Adam, "fuse
 
 
 def _strategy(placement, num_replicas=2):
-    devices = [f"/cpu:{index}" for index in range(1, num_replicas + 1)]
-    return ReplicaStrategy(devices, **_PLACEMENTS[placement])
+    return placements.replica_strategy(placement, num_replicas)
 
 
 def _data(rows=32, seed=0):
@@ -82,7 +77,7 @@ def _custom_loop(strategy, optimizer, x, y, batch_size=8):
 
 class ClippingTest(tf.test.TestCase, parameterized.TestCase):
     @parameterized.product(
-        clip=sorted(_CLIPS), optimizer=sorted(_OPTIMIZERS), placement=sorted(_PLACEMENTS)
+        clip=sorted(_CLIPS), optimizer=sorted(_OPTIMIZERS), placement=placements.PLACEMENTS
     )
     def test_fit_clips_like_one_device(self, clip, optimizer, placement):
         x, y = _data()
@@ -96,7 +91,7 @@ class ClippingTest(tf.test.TestCase, parameterized.TestCase):
         model.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0)
         self.assertLess(keras_testing.max_weight_difference(model, reference), 2e-6)
 
-    @parameterized.product(clip=sorted(_CLIPS), placement=sorted(_PLACEMENTS))
+    @parameterized.product(clip=sorted(_CLIPS), placement=placements.PLACEMENTS)
     def test_custom_loop_clips_like_one_device(self, clip, placement):
         x, y = _data()
         reference = _mlp(keras.optimizers.SGD(0.05, **_CLIPS[clip]))

@@ -461,15 +461,12 @@ class TfKerasTest(_TestCase):
             self.assertNotIsInstance(variable, values_lib.DistributedVariable)
             self.assertEqual(tf.DeviceSpec.from_string(variable.device).device_index, 0)
 
-    @unittest.expectedFailure
     def test_tf1_graph_mode_fit_initializes_the_masters(self):
-        # Library bug: in TF1 graph mode tf_keras (training_v1) initializes a variable with
+        # In TF1 graph mode tf_keras (training_v1) initializes a variable with
         # `variable.initializer` when `is_variable_initialized(variable)` is False. For a
-        # MirroredWeight the check reads the master (`_primary`) but the initializer is
-        # MirroredVariable's, which groups the copies' initializers only: the master is never
-        # initialized and the first update fails ("Resource .../dense/kernel does not exist",
-        # ResourceApplyGradientDescent). mirror_weights=False trains. Seen in the mirror_weights
-        # placement of upstream testOptimizerWithKerasModelAndNumpyArrays (graph mode).
+        # MirroredWeight the check reads the master (`_primary`), so its initializer must
+        # initialize the master too, not only the copies as MirroredVariable's does. Found in
+        # the mirror_weights placement of upstream testOptimizerWithKerasModelAndNumpyArrays.
         # In a fresh process: tf_keras keeps its TF1 graph and session, which later tests in
         # this process would inherit.
         script = textwrap.dedent(
@@ -480,7 +477,8 @@ class TfKerasTest(_TestCase):
             import numpy as np
             import tensorflow as tf
             import tf_keras
-                        from replica_strategy import ReplicaStrategy
+            from tensorflow.python.eager import context
+            from replica_strategy import ReplicaStrategy
             with context.graph_mode(), tf.Graph().as_default():
                 strategy = ReplicaStrategy(["/cpu:1", "/cpu:2"], mirror_weights=True)
                 with strategy.scope():

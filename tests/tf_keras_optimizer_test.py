@@ -7,6 +7,7 @@ caller summed them), else a `NotImplementedError` says how to fix the call.
 """
 
 import keras_testing
+import placements
 import virtual_devices
 
 # isort: split
@@ -19,17 +20,10 @@ from absl.testing import parameterized
 from replica_strategy import ReplicaStrategy, multi_gpu_model
 
 _FEATURES = 3
-# Where the variables live; replicas run on /cpu:1 and /cpu:2 (the host is not a replica).
-_PLACEMENTS = {
-    "default": dict(parameter_device="/cpu:0"),
-    "mirror_weights": dict(parameter_device="/cpu:0", mirror_weights=True),
-    "parameter_on_replica": dict(parameter_device="/cpu:1"),
-}
 
 
 def _strategy(placement, num_replicas=2):
-    devices = [f"/cpu:{index}" for index in range(1, num_replicas + 1)]
-    return ReplicaStrategy(devices, **_PLACEMENTS[placement])
+    return placements.replica_strategy(placement, num_replicas)
 
 
 def _data(rows=32, seed=0):
@@ -73,7 +67,7 @@ def _mlp(optimizer):
 
 
 class ClippingTest(tf.test.TestCase, parameterized.TestCase):
-    @parameterized.product(optimizer=sorted(_OPTIMIZERS), placement=sorted(_PLACEMENTS))
+    @parameterized.product(optimizer=sorted(_OPTIMIZERS), placement=placements.PLACEMENTS)
     def test_fit_with_transformed_gradients_matches_one_device(self, optimizer, placement):
         x, y = _data()
 
@@ -112,7 +106,7 @@ class UpstreamTransformedGradientsTest(tf.test.TestCase, parameterized.TestCase)
     under ReplicaStrategy on two replicas in each placement.
     """
 
-    @parameterized.parameters(sorted(_PLACEMENTS))
+    @parameterized.parameters(placements.PLACEMENTS)
     def test_gradient_clipping(self, placement):
         class MyLayer(tf_keras.layers.Layer):
             def build(self, _):
@@ -132,7 +126,7 @@ class UpstreamTransformedGradientsTest(tf.test.TestCase, parameterized.TestCase)
         self.assertAllClose(layer.v1, 3.0)
         self.assertAllClose(layer.v2, -1.0)
 
-    @parameterized.parameters(sorted(_PLACEMENTS))
+    @parameterized.parameters(placements.PLACEMENTS)
     def test_custom_gradient_transformation(self, placement):
         class MyLayer(tf_keras.layers.Layer):
             def build(self, _):
@@ -188,7 +182,7 @@ class AggregationTest(tf.test.TestCase, parameterized.TestCase):
         return variable
 
     @parameterized.product(
-        placement=sorted(_PLACEMENTS), kind=sorted(_NOT_AGGREGATED), use_function=[True, False]
+        placement=placements.PLACEMENTS, kind=sorted(_NOT_AGGREGATED), use_function=[True, False]
     )
     def test_each_replicas_own_gradient_raises_and_applies_nothing(
         self, placement, kind, use_function
@@ -200,7 +194,7 @@ class AggregationTest(tf.test.TestCase, parameterized.TestCase):
             self._apply(placement, kind, own_gradient, use_function)
 
     @parameterized.product(
-        placement=sorted(_PLACEMENTS), kind=sorted(_NOT_AGGREGATED), use_function=[True, False]
+        placement=placements.PLACEMENTS, kind=sorted(_NOT_AGGREGATED), use_function=[True, False]
     )
     def test_gradients_the_caller_summed_apply_once(self, placement, kind, use_function):
         def summed_gradient(context):

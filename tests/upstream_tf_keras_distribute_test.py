@@ -34,8 +34,7 @@ the comment says why.
 
 Inventory (upstream files of tf_keras/distribute/ that test strategy behaviour):
 - Run as upstream wrote them, passing in every placement: keras_optimizer_v2_test (both tests,
-  graph and eager; in graph mode not yet in the mirror_weights placement, skipped for a known
-  bug: tf_keras' training_v1 never initializes the master weights),
+  graph and eager),
   custom_training_loop_metrics_test (4 tests), checkpointing_test (2 tests),
   keras_metrics_test (all 9 tests but the jit_compile=True case of testAddMetric, which
   upstream runs on two GPUs only: on CPUs its compiled function reaches variables on another
@@ -311,15 +310,6 @@ class MirroredStrategyOptimizerV2Test(tf.test.TestCase, parameterized.TestCase):
         )
     )
     def testOptimizerWithKerasModelAndNumpyArrays(self, distribution):
-        # ReplicaStrategy: a known bug of mirror_weights in TF1 graph mode (the masters are
-        # never initialized), reproduced in mirror_weights_test's
-        # test_tf1_graph_mode_fit_initializes_the_masters.
-        if distribution.mirror_weights and not tf.executing_eagerly():
-            self.skipTest(
-                "mirror_weights in TF1 graph mode: tf_keras' training_v1 runs the MirroredWeight's "
-                "initializer, which initializes the copies but not the master (bug; see "
-                "mirror_weights_test.test_tf1_graph_mode_fit_initializes_the_masters)."
-            )
         with self.cached_session():
             with distribution.scope():
                 model = get_model()
