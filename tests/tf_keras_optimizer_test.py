@@ -106,7 +106,7 @@ class UpstreamTransformedGradientsTest(tf.test.TestCase, parameterized.TestCase)
     under ReplicaStrategy on two replicas in each placement.
     """
 
-    @parameterized.parameters(placements.PLACEMENTS)
+    @parameterized.parameters(*placements.PLACEMENTS)
     def test_gradient_clipping(self, placement):
         class MyLayer(tf_keras.layers.Layer):
             def build(self, _):
@@ -126,7 +126,7 @@ class UpstreamTransformedGradientsTest(tf.test.TestCase, parameterized.TestCase)
         self.assertAllClose(layer.v1, 3.0)
         self.assertAllClose(layer.v2, -1.0)
 
-    @parameterized.parameters(placements.PLACEMENTS)
+    @parameterized.parameters(*placements.PLACEMENTS)
     def test_custom_gradient_transformation(self, placement):
         class MyLayer(tf_keras.layers.Layer):
             def build(self, _):
