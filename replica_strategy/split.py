@@ -16,6 +16,7 @@ import math
 import numbers
 
 import numpy as np
+from tensorflow.python.framework import config as tf_config
 
 EVEN = "even"
 AUTO = "auto"
@@ -31,6 +32,15 @@ def parse_split(split, num_replicas: int) -> str | tuple[float, ...]:
         positive and finite.
     """
     if isinstance(split, str):
+        if split == AUTO and tf_config.is_op_determinism_enabled():
+            # `auto` times each replica with tf.timestamp, which TensorFlow refuses to run
+            # under op determinism; fail here, not deep inside the first step.
+            raise ValueError(
+                '`split="auto"` measures each replica\'s time with tf.timestamp, which '
+                "TensorFlow refuses while op determinism is enabled "
+                "(tf.config.experimental.enable_op_determinism()). Give the weights instead, "
+                f"e.g. split=[3, 1], or disable determinism. Received: split={split!r}"
+            )
         if split in (EVEN, AUTO):
             return split
         raise ValueError(

@@ -105,6 +105,15 @@ class SplitArgumentTest(tf.test.TestCase, parameterized.TestCase):
         self.assertFalse(fractions.trainable)
         self.assertLen(model.weights, 2)
 
+    def test_auto_under_op_determinism_is_refused_before_any_step(self):
+        tf.config.experimental.enable_op_determinism()
+        try:
+            with self.assertRaisesRegex(ValueError, "op determinism.*split='auto'"):
+                ReplicaStrategy(["/cpu:1", "/cpu:2"], split="auto")
+            ReplicaStrategy(["/cpu:1", "/cpu:2"], split=[3, 1])  # Weights need no timing.
+        finally:
+            tf.config.experimental.disable_op_determinism()
+
 
 class WeightedSplitSizesTest(tf.test.TestCase, parameterized.TestCase):
     @parameterized.named_parameters(
