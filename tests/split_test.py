@@ -14,6 +14,7 @@ import tensorflow as tf
 from absl.testing import parameterized
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from tensorflow.python.framework import config as tf_config
 
 from replica_strategy import ReplicaStrategy, batching
 from replica_strategy import split as split_lib
@@ -112,7 +113,7 @@ class SplitArgumentTest(tf.test.TestCase, parameterized.TestCase):
                 ReplicaStrategy(["/cpu:1", "/cpu:2"], split="auto")
             ReplicaStrategy(["/cpu:1", "/cpu:2"], split=[3, 1])  # Weights need no timing.
         finally:
-            tf.config.experimental.disable_op_determinism()
+            tf_config.disable_op_determinism()  # No public call turns it off.
 
 
 class WeightedSplitSizesTest(tf.test.TestCase, parameterized.TestCase):
