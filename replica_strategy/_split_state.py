@@ -14,9 +14,11 @@ moving average of seconds per row (the first measurement, a warm-up, is dropped)
 target split proportional to speed, with a floor per replica. When some share is more than
 0.03 from its target the split starts moving: half way to the target each step, until every
 share is within 0.005 of it (hysteresis: a steady load settles, and noise below 0.03 does not
-move it again). Each change is logged, once. In eager `strategy.run` every replica reaches the first reduction together, so
-"auto" sees equal speeds per row of work done and keeps the split; it learns in
-`tf.function` steps (Keras' `fit`, or a custom loop's `tf.function`).
+move it again). Each change is logged, once.
+
+"auto" learns in `tf.function` steps only (Keras' `fit`, or a custom loop's `tf.function`). An
+eager `strategy.run` is not measured: its replicas are Python threads that meet at the first
+reduction, so their timestamps tell thread scheduling apart, not device speed.
 """
 
 from __future__ import annotations
@@ -90,7 +92,7 @@ class SplitState:
         Run the replicas on the `inputs` yielded (with "auto", each replica's gated on its
         start timestamp), and pass their outputs through `finish`, which measures and adapts.
         """
-        if self._auto is None or rows is None:
+        if self._auto is None or rows is None or context.executing_eagerly():
             return contextlib.nullcontext((_unchanged, inputs))
         return self._auto.measuring(inputs, rows)
 
@@ -136,8 +138,7 @@ class _AutoSplit:
                 for replica in range(len(self._state.devices))
             ]
         )
-        if not context.executing_eagerly():
-            inputs = _after_starts(inputs, measurement.starts)
+        inputs = _after_starts(inputs, measurement.starts)
         self._local.measurement = measurement
         try:
 
@@ -183,8 +184,6 @@ class _AutoSplit:
             return None
         with ops.device(self._state.host):
             ready = math_ops.add_n([array_ops.identity(marker) for marker in markers])
-            if context.executing_eagerly():
-                return gen_logging_ops.timestamp()
             return _timestamp_once(ready, self._anchor)
 
     def _update(self, measurement, rows):
@@ -229,12 +228,6 @@ class _AutoSplit:
             (gap > _START_MOVING_BEYOND) | (self._moving.read_value() & (gap > _STOP_MOVING_WITHIN))
         )
         self._moving.assign(change)
-
-        if context.executing_eagerly():
-            if bool(change):
-                self._state.fractions.assign(moved)
-                _log_change(current, moved)
-            return
 
         def apply():
             assign = self._state.fractions.assign(moved)
