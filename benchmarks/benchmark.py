@@ -40,7 +40,7 @@ if not __package__:  # Run as a script: make `benchmarks` and `replica_strategy`
     sys.path.append(str(pathlib.Path(__file__).resolve().parent.parent))
 
 # Importing TensorFlow leaves its devices uninitialized; `main` configures them first thing.
-from benchmarks import contestants, suite, traffic, workloads  # noqa: E402
+from benchmarks import contestants, outputs, suite, traffic, workloads  # noqa: E402
 
 _QUICK = flags.DEFINE_bool(
     "quick", False, "Smoke run in under 2 minutes: small sizes, few repetitions."
@@ -178,7 +178,7 @@ def main(argv: Sequence[str]) -> None:
     # Logical CPUs must exist before TensorFlow initializes its devices.
     contestants.configure_logical_cpus(settings.max_device_count)
     results = suite.run(settings)
-    paths = suite.write_outputs(results, pathlib.Path(_OUTPUT_DIR.value))
+    paths = outputs.write_outputs(results, pathlib.Path(_OUTPUT_DIR.value))
     print(paths["markdown"].read_text())
     print("Wrote " + ", ".join(str(path) for path in paths.values()), flush=True)
     # Skips the teardown of the live workloads, which can hang in TensorFlow (suite.LIVE_WORKLOADS).

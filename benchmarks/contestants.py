@@ -17,13 +17,14 @@ from collections.abc import Callable, Iterator, Sequence
 import tensorflow as tf
 
 import replica_strategy
+from benchmarks.placements import Strategy
 
-NO_STRATEGY = "no strategy"
-ONE_DEVICE = "OneDeviceStrategy"
-REPLICA = "ReplicaStrategy"
-MIRROR_WEIGHTS = "ReplicaStrategy mirror_weights"
-MIRRORED = "MirroredStrategy"
-CENTRAL_STORAGE = "CentralStorageStrategy"
+NO_STRATEGY = Strategy.NO_STRATEGY
+ONE_DEVICE = Strategy.ONE_DEVICE
+REPLICA = Strategy.REPLICA
+MIRROR_WEIGHTS = Strategy.MIRROR_WEIGHTS
+MIRRORED = Strategy.MIRRORED
+CENTRAL_STORAGE = Strategy.CENTRAL_STORAGE
 HAS_MIRROR_WEIGHTS = (
     "mirror_weights" in inspect.signature(replica_strategy.ReplicaStrategy).parameters
 )

@@ -25,9 +25,14 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 
+import keras
+import numpy as np
+import tensorflow as tf
 from absl import app, flags
+from tensorflow.python.eager import context
 
-from benchmarks import traffic
+import replica_strategy
+from benchmarks import contestants, traffic
 
 HOST = traffic.HOST  # the parameter device; the replicas are /cpu:1 ... /cpu:N
 # Ops that write a resource variable: Keras 3's Adam ends with AssignSubVariableOp, FusedAdam and
@@ -67,10 +72,6 @@ def _is_write(op: str) -> bool:
 
 def host_waits(function_graph, host: str = HOST) -> HostWaits:
     """Reads `HostWaits` from one function's partition graphs (a `RunMetadata.FunctionGraphs`)."""
-    import tensorflow as tf  # noqa: PLC0415
-
-    from benchmarks import contestants  # noqa: PLC0415  (imports TensorFlow)
-
     nodes = {
         node.name: node for partition in function_graph.partition_graphs for node in partition.node
     }
@@ -158,12 +159,6 @@ def measure(replicas: int, mirror_weights: bool, optimizer: str, layers: int = 3
             Keras' AdamW) or "+loss_scale" (Keras' `LossScaleOptimizer`).
         layers: Hidden Dense layers; each adds two trainable variables.
     """
-    import keras  # noqa: PLC0415
-    import numpy as np  # noqa: PLC0415
-    from tensorflow.python.eager import context  # noqa: PLC0415
-
-    import replica_strategy  # noqa: PLC0415
-
     name, _, modifier = optimizer.partition("+")
     optimizer_class = {"adam": keras.optimizers.Adam, "fused_adam": replica_strategy.FusedAdam}[
         name
@@ -237,8 +232,6 @@ def table(replica_counts: Sequence[int]) -> str:
 def main(argv: Sequence[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}.")
-    from benchmarks import contestants  # noqa: PLC0415  (imports TensorFlow)
-
     replica_counts = [int(count) for count in flags.FLAGS.replica_counts]
     contestants.configure_logical_cpus(max(replica_counts) + 1)
     print(table(replica_counts))

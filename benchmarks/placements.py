@@ -10,8 +10,8 @@ The members are strings (`enum.StrEnum`): they compare equal to their values, so
 results and table cells keep plain text.
 
     Strategy.MIRROR_WEIGHTS == "ReplicaStrategy mirror_weights"  # True
-    StepPlacement.CPU_PINNED.placement                            # Placement.CPU
-    Placement.GPU0.strategy                                       # Strategy.REPLICA
+    StepPlacement.CPU_PINNED.placement is Placement.CPU          # True
+    Placement.GPU0.strategy is Strategy.REPLICA                   # True
 """
 
 from __future__ import annotations
@@ -20,7 +20,14 @@ import dataclasses
 import enum
 
 
-class Strategy(enum.StrEnum):
+class _Name(enum.StrEnum):
+    """A name of the vocabulary; its repr is its value's, so messages and lists show plain text."""
+
+    def __repr__(self) -> str:
+        return repr(self.value)
+
+
+class Strategy(_Name):
     """A strategy as the benchmarks run it, named as its tables show it."""
 
     NO_STRATEGY = "no strategy"
@@ -31,7 +38,7 @@ class Strategy(enum.StrEnum):
     CENTRAL_STORAGE = "CentralStorageStrategy"
 
 
-class Placement(enum.StrEnum):
+class Placement(_Name):
     """Where the float32 weights live: it sets the bytes moved per step and held per device."""
 
     CPU = "cpu"  # ReplicaStrategy(): one copy on the host.
@@ -53,7 +60,7 @@ _STRATEGY_OF_PLACEMENT = {
 }
 
 
-class HostOptimizer(enum.StrEnum):
+class HostOptimizer(_Name):
     """The Adam update the host runs where it holds the master weights."""
 
     FUSED = "fused"  # replica_strategy.FusedAdam: TensorFlow's ResourceApplyAdam kernel.
@@ -78,7 +85,7 @@ class HowTheHostWorks:
     update_overlapped: bool = False
 
 
-class StepPlacement(enum.StrEnum):
+class StepPlacement(_Name):
     """A row of the GPU model's step-time tables: a placement and how the host works."""
 
     CPU_PINNED = "cpu_pinned"
