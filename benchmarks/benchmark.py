@@ -11,7 +11,7 @@ In one run, with the contestants interleaved so machine noise hits all alike:
 4. the bytes that cross between devices per training step, per (sender, receiver) pair, and the
    variables per device, with a separate host device (benchmarks/traffic.py);
 5. what Keras 3's Adam and replica_strategy.FusedAdam cost on this host per million parameters
-   (benchmarks/host_update.py), an input of the GPU model (scaling_model.py);
+   (benchmarks/host_update.py), an input of the GPU model (benchmarks/gpu_model/);
 6. a SIMULATION of devices of different speeds (benchmarks/mixed_speeds.py: one replica sleeps
    3x as long per row): `fit` throughput of ReplicaStrategy's split="even", the split by the
    true speeds and split="auto", and MirroredStrategy, and how `auto` settled.

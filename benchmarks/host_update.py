@@ -2,7 +2,7 @@
 parameters.
 
 With `ReplicaStrategy`'s weights on the host (either mode), the host runs the optimizer update
-once per step, so its speed is an input of the GPU model (scaling_model.py). Measured here on
+once per step, so its speed is an input of the GPU model (benchmarks/gpu_model/). Measured here on
 /cpu:0, alternately so machine noise hits all alike, each `apply_gradients` inside a
 `tf.function` as `fit` calls it, on Keras variables of the same sizes:
 - `keras.optimizers.Adam`: in the TensorFlow backend a chain of element-wise ops (subtract,

@@ -28,8 +28,8 @@ MEMORY_CONTESTANTS = (*contestants_lib.REPLICA_NAMES, contestants_lib.MIRRORED)
 # Every workload built, kept until the process ends. Deleting the custom loop's distributed
 # iterator (an endless dataset, read inside a tf.function) of ReplicaStrategy or MirroredStrategy
 # on 2 devices takes 20-40 s in TensorFlow 2.21 (CentralStorageStrategy's: 0.3 s; the difference
-# is the partial-batch handling, get_next_as_optional); with two dozen workloads freed at once it
-# looked like a hang. `benchmark.py` exits without that teardown (os._exit).
+# is the partial-batch handling, get_next_as_optional), so freeing two dozen workloads at once
+# looks like a hang. `benchmark.py` exits without that teardown (os._exit).
 LIVE_WORKLOADS: list = []
 
 
