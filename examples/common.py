@@ -27,8 +27,10 @@ from absl import app, flags, logging
 import replica_strategy
 from examples import data as data_lib
 from examples import model_dir as model_dir_lib
+from replica_strategy import devices as devices_lib
+from replica_strategy import logical_devices, strategies
 
-STRATEGIES = ("replica", "mirrored", "central_storage", "one_device", "multi_worker", "default")
+STRATEGIES = strategies.STRATEGY_NAMES
 DATASETS = ("digits", "synthetic")
 OPTIMIZERS = ("adam", "fused_adam")
 # Strategies that replicate over the local devices named by --devices.
@@ -39,7 +41,7 @@ DIGITS_TRAIN_SIZE = 1437  # scikit-learn's 1797 digits minus the 360 held out (s
 MAX_SEED = 2**31 - 2
 
 # Strategy construction. Options of `ReplicaStrategy` itself (--mirror_weights) belong here,
-# and go to `make_strategy` as keyword arguments (`replica_options`).
+# and go to `strategies.make_strategy` as keyword arguments (`replica_options`).
 _STRATEGY = flags.DEFINE_enum(
     "strategy",
     "replica",
@@ -384,7 +386,7 @@ def configure_devices(devices: int | list[str] | None) -> list[str]:
         return [f"/gpu:{index}" for index in range(count)]
     count = DEFAULT_CPU_COUNT if devices is None else devices
     _split_cpu(count)
-    return [f"/cpu:{index}" for index in range(count)]
+    return logical_devices.cpu_names(count)
 
 
 def _check_local_devices(names: list[str], can_split_cpu: bool) -> None:
@@ -436,20 +438,15 @@ def _device_spec(name: str, received: str) -> tf.DeviceSpec:
 
 
 def _split_cpu(count: int) -> None:
-    """Gives the process at least `count` logical CPUs, if the runtime is not yet initialized."""
-    cpu = tf.config.list_physical_devices("CPU")[0]
+    """Gives the process at least `count` logical CPUs, or a usage error saying how many exist."""
     try:
-        tf.config.set_logical_device_configuration(
-            cpu, [tf.config.LogicalDeviceConfiguration()] * count
-        )
+        logical_devices.split_cpu(count)
     except RuntimeError:
-        pass  # Already initialized: use the logical CPUs that exist, if there are enough.
-    available = len(tf.config.list_logical_devices("CPU"))
-    if available < count:
+        available = len(tf.config.list_logical_devices("CPU"))
         raise app.UsageError(
             f"--devices asks for {count} logical CPUs but TensorFlow already initialized with "
             f"{available}; ask for at most {available}, or configure devices before using TF."
-        )
+        ) from None
 
 
 def replica_options(mirror_weights: bool = False, split: str | tuple = "even") -> dict:
@@ -458,38 +455,6 @@ def replica_options(mirror_weights: bool = False, split: str | tuple = "even") -
     if split != "even":
         options["split"] = split
     return options
-
-
-def make_strategy(name: str, devices: list[str] | None, **replica_options):
-    """Builds the strategy `--strategy` names.
-
-    Args:
-      name: one of `STRATEGIES`.
-      devices: device names for the local strategies (`one_device` uses the first);
-        `multi_worker` and `default` ignore them.
-      **replica_options: further keyword arguments of `ReplicaStrategy` (strategy-construction
-        flags go here); only `name="replica"` takes them.
-
-    Returns:
-      A `tf.distribute.Strategy`.
-    """
-    if name == "replica":
-        return replica_strategy.ReplicaStrategy(devices, **replica_options)
-    if replica_options:
-        raise ValueError(
-            f"{sorted(replica_options)} apply to ReplicaStrategy only. Received: strategy={name!r}"
-        )
-    if name == "mirrored":
-        return tf.distribute.MirroredStrategy(devices)
-    if name == "central_storage":
-        return tf.distribute.experimental.CentralStorageStrategy(compute_devices=devices)
-    if name == "one_device":
-        return tf.distribute.OneDeviceStrategy(devices[0] if devices else "/cpu:0")
-    if name == "multi_worker":
-        return KerasMultiWorkerMirroredStrategy()
-    if name == "default":
-        return tf.distribute.get_strategy()
-    raise ValueError(f"Unknown strategy {name!r}; expected one of {', '.join(STRATEGIES)}.")
 
 
 def make_optimizer(name: str, learning_rate: float) -> keras.optimizers.Optimizer:
@@ -509,25 +474,6 @@ def make_optimizer(name: str, learning_rate: float) -> keras.optimizers.Optimize
     if name == "fused_adam":
         return replica_strategy.FusedAdam(learning_rate)
     raise ValueError(f"Unknown optimizer {name!r}; expected one of {', '.join(OPTIMIZERS)}.")
-
-
-class KerasMultiWorkerMirroredStrategy(tf.distribute.MultiWorkerMirroredStrategy):
-    """TensorFlow's `MultiWorkerMirroredStrategy`, with `reduce` as Keras 3's `fit` calls it.
-
-    Across two or more workers, Keras 3's `fit` calls `reduce` on a tuple (its build-time
-    reduce of the first batch) and with `axis=0` on scalar losses and metrics; TF's
-    multi-worker `reduce` takes neither (keras-team/keras#20585). This walks nested structures
-    and reduces a scalar with `axis=None`. Everything else is TensorFlow's own engine.
-    """
-
-    def reduce(self, reduce_op, value, axis=None):
-        def reduce_leaf(leaf):
-            rank = self.experimental_local_results(leaf)[0].shape.rank
-            return super(KerasMultiWorkerMirroredStrategy, self).reduce(
-                reduce_op, leaf, None if rank == 0 else axis
-            )
-
-        return tf.nest.map_structure(reduce_leaf, value)
 
 
 def default_devices() -> list[str]:
@@ -583,7 +529,9 @@ def prepared_run(
     """
     if is_local(strategy):
         devices = devices or default_devices()
-    distribution = make_strategy(strategy, devices, **replica_options(mirror_weights, split))
+    distribution = strategies.make_strategy(
+        strategy, devices, **replica_options(mirror_weights, split)
+    )
     directory, _ = output_dir(distribution, model_dir)
     with model_dir_lib.exclusive(directory):
         keras.utils.set_random_seed(seed)
@@ -609,12 +557,12 @@ def describe_strategy(distribution: tf.distribute.Strategy) -> str:
             "Placement: the weights, the optimizer state and every step on that device."
         )
     extended = distribution.extended
-    devices = [_short_device_name(name) for name in extended.worker_devices]
+    devices = [devices_lib.short_name(name) for name in extended.worker_devices]
     replicas = distribution.num_replicas_in_sync
     header = f"{replicas} replica{'s' if replicas > 1 else ''} on {', '.join(devices)}"
     if isinstance(distribution, replica_strategy.ReplicaStrategy):
-        parameter_device = _short_device_name(distribution.parameter_device)
-        merge_device = _short_device_name(distribution.merge_device)
+        parameter_device = devices_lib.short_name(distribution.parameter_device)
+        merge_device = devices_lib.short_name(distribution.merge_device)
         if distribution.mirror_weights:
             placement = (
                 f"the master weights and the optimizer state once on {parameter_device} (the "
@@ -633,7 +581,7 @@ def describe_strategy(distribution: tf.distribute.Strategy) -> str:
             )
         return f"Strategy: ReplicaStrategy, {header}.\nPlacement: {placement}"
     if isinstance(distribution, tf.distribute.experimental.CentralStorageStrategy):
-        parameter_device = _short_device_name(extended.parameter_devices[0])
+        parameter_device = devices_lib.short_name(extended.parameter_devices[0])
         return (
             f"Strategy: CentralStorageStrategy, {header}.\n"
             f"Placement: the weights and the optimizer state once on {parameter_device} (the "
@@ -671,7 +619,9 @@ def _fractions_text(fractions) -> str:
 
 def describe_split(distribution, split: str | tuple[float, ...]) -> str:
     """One line: the `--split` asked for, the fractions in force and the devices they go to."""
-    devices = ", ".join(_short_device_name(name) for name in distribution.extended.worker_devices)
+    devices = ", ".join(
+        devices_lib.short_name(name) for name in distribution.extended.worker_devices
+    )
     line = (
         f"Batch split: --split={format_split(split)}, fractions {_fractions_text(distribution.split)} "
         f"of each batch on {devices}"
@@ -679,12 +629,6 @@ def describe_split(distribution, split: str | tuple[float, ...]) -> str:
     if split == "auto":
         line += " (measured every step; rows move toward the faster devices)"
     return line + "."
-
-
-def _short_device_name(name: str) -> str:
-    """'/job:localhost/replica:0/task:0/device:GPU:1' -> '/gpu:1'."""
-    spec = tf.DeviceSpec.from_string(name)
-    return f"/{(spec.device_type or 'cpu').lower()}:{spec.device_index or 0}"
 
 
 def split_summary(distribution, split: str | tuple[float, ...]) -> dict:

@@ -5,6 +5,7 @@ from replica_strategy import _tensorflow_check  # noqa: F401
 
 # isort: split
 
+from replica_strategy import logical_devices, multi_worker, strategies
 from replica_strategy.fused_adam import FusedAdam
 from replica_strategy.multi_gpu_shim import multi_gpu_model
 from replica_strategy.strategy import ReplicaStrategy
@@ -17,6 +18,9 @@ __all__ = [
     "ReplicaStrategy",
     "__version__",
     "exact_uneven_batches",
+    "logical_devices",
     "multi_gpu_model",
+    "multi_worker",
     "register_tf_keras",
+    "strategies",
 ]

@@ -28,6 +28,8 @@ from tensorflow.python.ops import (
 from tensorflow.python.trackable import base as trackable
 from tensorflow.python.util import nest
 
+from replica_strategy._variables import initial_value_of, write_from_first_replica
+
 _NONE = variable_scope.VariableAggregation.NONE
 _ONLY_FIRST_REPLICA = variable_scope.VariableAggregation.ONLY_FIRST_REPLICA
 
@@ -106,19 +108,20 @@ class MirroredWeight(values.MirroredVariable):
         return replica_context.merge_call(merge_fn, args=(value,), kwargs=kwargs)
 
     def _write_from_first_replica(self, update_fn, value, **kwargs):
-        """Writes without `merge_call`, which TF forbids inside `tf.cond` and loop branches.
+        """Writes without `merge_call`: replica 0 writes the master and refreshes the copies."""
+        read_value = kwargs.get("read_value", True)
 
-        Replica 0 writes the master and refreshes the copies; the other replicas only read,
-        as `ParameterVariable` does there.
-        """
-        if self._local_replica_id() != 0:
-            return self._get().read_value() if kwargs.get("read_value", True) else None
-        with ops.device(self._master.device):
-            written = update_fn(self._master, value, **kwargs)
-        with ops.control_dependencies(ops_of(written)):
-            refreshed = self.refresh_copies()
-        with ops.control_dependencies(ops_of(refreshed)):
-            return self._get().read_value() if kwargs.get("read_value", True) else None
+        def write():
+            with ops.device(self._master.device):
+                written = update_fn(self._master, value, **kwargs)
+            with ops.control_dependencies(ops_of(written)):
+                refreshed = self.refresh_copies()
+            with ops.control_dependencies(ops_of(refreshed)):
+                return self._get().read_value() if read_value else None
+
+        return write_from_first_replica(
+            self._local_replica_id(), write, lambda: self._get().read_value(), read_value
+        )
 
     def refresh_copies(self):
         """Copies the master to every working copy: host -> first copy, then copy -> copy.
@@ -175,7 +178,7 @@ def create_mirrored_weight(strategy, devices, parameter_device, next_creator, **
             continue
         copy_kwargs = dict(
             kwargs,
-            initial_value=lambda: _initial_value_of(master),
+            initial_value=lambda: initial_value_of(master),
             # A trailing "/" makes the name absolute, outside the current name scope.
             name=f"{name}/replica_{replica_id}/",
         )
@@ -189,12 +192,6 @@ def create_mirrored_weight(strategy, devices, parameter_device, next_creator, **
             master.initializer, *(copy.initializer for copy in copies if copy is not master)
         )
     return weight
-
-
-def _initial_value_of(master):
-    if context.executing_eagerly() or ops.inside_function():
-        return array_ops.identity(master.value())
-    return array_ops.identity(master.initial_value)
 
 
 def ops_of(result):

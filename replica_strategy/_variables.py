@@ -54,18 +54,23 @@ class ParameterVariable(ps_values.AggregatingVariable):
             return replica_context.merge_call(merge_fn, args=args, kwargs=kwargs)
 
     def _write_from_first_replica(self, update, *args, **kwargs):
-        """Writes without `merge_call`, which TF forbids inside `tf.cond` and loop branches.
+        """Writes without `merge_call` (Keras 3's LossScaleOptimizer updates its counters there).
 
-        Keras 3's LossScaleOptimizer updates its counters there. Replica 0 writes; the others
-        only read. Outside control flow, `merge_call` is used instead: it orders every replica's
-        reads before the one write.
+        Outside control flow, `merge_call` is used instead: it orders every replica's reads
+        before the one write.
         """
         replica_context = distribute_lib.get_replica_context()
-        replica_id = tensor_util.constant_value(replica_context.replica_id_in_sync_group)
-        if replica_id == 0:
+
+        def write():
             with ops.device(self._v.device):
                 return update(self._v, *args, **kwargs)
-        return self._v.read_value() if kwargs.get("read_value", True) else None
+
+        return write_from_first_replica(
+            tensor_util.constant_value(replica_context.replica_id_in_sync_group),
+            write,
+            self._v.read_value,
+            kwargs.get("read_value", True),
+        )
 
     def _copy_trackable_to_cpu(self, object_map):
         self._v._copy_trackable_to_cpu(object_map)
@@ -95,7 +100,7 @@ def create_replica_local_variable(strategy, devices, next_creator, **kwargs):
             with ops.device(device):
                 if replica_id > 0:
                     primary = copies[0]
-                    kwargs["initial_value"] = lambda primary=primary: _copy_initial_value(primary)
+                    kwargs["initial_value"] = lambda primary=primary: initial_value_of(primary)
                     # A trailing "/" makes the name absolute, outside the current name scope.
                     kwargs["name"] = f"{primary.name.split(':')[0]}/replica_{replica_id}/"
                 with context.device_policy(context.DEVICE_PLACEMENT_SILENT):
@@ -111,10 +116,22 @@ def create_replica_local_variable(strategy, devices, next_creator, **kwargs):
     )
 
 
-def _copy_initial_value(primary):
+def initial_value_of(variable):
+    """What a copy of `variable` starts from: its value (its initial value in a TF1 graph)."""
     if context.executing_eagerly() or ops.inside_function():
-        return array_ops.identity(primary.value())
-    return array_ops.identity(primary.initial_value)
+        return array_ops.identity(variable.value())
+    return array_ops.identity(variable.initial_value)
+
+
+def write_from_first_replica(replica_id, write, read, read_value):
+    """A replica-context write inside `tf.cond` or loop branches, where TF forbids `merge_call`.
+
+    Replica 0 writes (`write()`); the others only read (`read()`, when `read_value`), so the
+    variable is written once per step, with replica 0's value, as `merge_call` would.
+    """
+    if replica_id == 0:
+        return write()
+    return read() if read_value else None
 
 
 def _replace_in_collections(variable, wrapped, collections, trainable):

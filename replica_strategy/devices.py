@@ -61,6 +61,16 @@ def canonical_name(device: str, argument: str = "device", received: object = Non
     return f"/device:{spec.device_type.upper()}:{index}"
 
 
+def short_name(device: str) -> str:
+    """The short form of a device name, for display: "/job:localhost/.../device:GPU:1" -> "/gpu:1".
+
+    Unlike `canonical_name`, it accepts a device of any process and does not validate: it names
+    devices found in graphs and logs (a send's `recv_device`, say).
+    """
+    spec = tf.DeviceSpec.from_string(device)
+    return f"/{(spec.device_type or 'cpu').lower()}:{spec.device_index or 0}"
+
+
 def available_devices() -> list[str]:
     """Canonical names of every logical device this process can place ops on."""
     return [canonical_name(d.name) for d in tf.config.list_logical_devices()]

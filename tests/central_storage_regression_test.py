@@ -18,6 +18,7 @@ from absl.testing import parameterized
 from tensorflow.python.distribute import device_util
 
 import replica_strategy
+from replica_strategy import strategies
 
 _FEATURES = 4
 _REPLICA_AGGREGATION_ERROR = (
@@ -32,19 +33,8 @@ def _replica_strategy(num_replicas):
 
 @functools.cache
 def _mirrored_strategy():
-    """MirroredStrategy on two CPUs, shared by the tests, with collective keys of its own.
-
-    MirroredStrategy instances all start their collective keys at the same numbers unless
-    `_collective_key_base` ("Only set this in tests") differs; two instances running collectives
-    in one process then clash and abort every later collective.
-    """
-    strategy_class = tf.distribute.MirroredStrategy
-    default_key_base = strategy_class._collective_key_base
-    strategy_class._collective_key_base = 1_000_000
-    try:
-        return strategy_class(virtual_devices.cpus(2))
-    finally:
-        strategy_class._collective_key_base = default_key_base
+    """MirroredStrategy on two CPUs, shared by the tests, with collective keys of its own."""
+    return strategies.make_strategy("mirrored", virtual_devices.cpus(2))
 
 
 def _central_storage_strategy(num_replicas):

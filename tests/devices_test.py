@@ -79,6 +79,17 @@ _NOT_LOCAL_DEVICES = (
 )
 
 
+class ShortNameTest(tf.test.TestCase, parameterized.TestCase):
+    @parameterized.parameters(
+        ("/job:localhost/replica:0/task:0/device:GPU:1", "/gpu:1"),
+        ("/device:CPU:0", "/cpu:0"),
+        ("/cpu:3", "/cpu:3"),
+        ("/job:worker/replica:0/task:1/device:CPU:2", "/cpu:2"),
+    )
+    def test_short_name(self, name, short):
+        self.assertEqual(devices.short_name(name), short)
+
+
 class DeviceArgumentErrorsTest(tf.test.TestCase, parameterized.TestCase):
     @parameterized.named_parameters(
         (f"{argument}_{name}", argument, device, message)

@@ -19,7 +19,7 @@ from replica_strategy import _tensorflow_check, keras_compat
 import project_wheel
 
 # The modules of the strategy itself, which must not depend on the Keras-facing ones.
-_CORE = ("_extended", "_variables", "batching", "devices", "strategy", "version")
+_CORE = ("_extended", "_variables", "batching", "devices", "logical_devices", "strategy", "version")
 _KERAS_FACING = (
     "fused_adam",
     "keras_compat",
@@ -136,8 +136,11 @@ class PublicApiTest(absltest.TestCase):
                 "ReplicaStrategy",
                 "__version__",
                 "exact_uneven_batches",
+                "logical_devices",
                 "multi_gpu_model",
+                "multi_worker",
                 "register_tf_keras",
+                "strategies",
             ],
         )
         for name in replica_strategy.__all__:
@@ -154,6 +157,9 @@ class PublicApiTest(absltest.TestCase):
             replica_strategy.exact_uneven_batches,
             replica_strategy.multi_gpu_model,
             replica_strategy.register_tf_keras,
+            replica_strategy.logical_devices.cpu_names,
+            replica_strategy.logical_devices.split_cpu,
+            replica_strategy.strategies.make_strategy,
         ]
         for function in functions:
             signature = inspect.signature(function)

@@ -31,7 +31,7 @@ import virtual_devices  # First: it gives the process its logical CPUs before TF
 
 import tensorflow as tf
 
-from replica_strategy import ReplicaStrategy
+from replica_strategy import ReplicaStrategy, strategies
 
 DEFAULT = "default"
 MIRROR_WEIGHTS = "mirror_weights"
@@ -87,24 +87,15 @@ def mirrored_strategy(placement: str, num_replicas: int) -> tf.distribute.Mirror
 def collective_mirrored_strategy(placement: str, num_replicas: int):
     """MirroredStrategy with its default (collective) all-reduce on `placement`'s replica devices.
 
-    One instance per device set, each with its own collective keys: instances all start their
-    group and instance keys at the same numbers unless `_collective_key_base` ("Only set this in
-    tests") differs, and two instances running collectives in one process then clash ("... is
-    joining a group with size 2, but that group has size 4") and abort every later collective.
+    One instance per device set, built by `replica_strategy.strategies.make_strategy`, which
+    gives each MirroredStrategy collective keys of its own.
     """
     return _collective_mirrored_strategy(tuple(replica_devices(placement, num_replicas)))
 
 
 @functools.cache
 def _collective_mirrored_strategy(devices):
-    strategy_class = tf.distribute.MirroredStrategy
-    default_key_base = strategy_class._collective_key_base
-    first_index = tf.DeviceSpec.from_string(devices[0]).device_index
-    strategy_class._collective_key_base = 100_000 * (10 * first_index + len(devices))
-    try:
-        return strategy_class(list(devices))
-    finally:
-        strategy_class._collective_key_base = default_key_base
+    return strategies.make_strategy("mirrored", list(devices))
 
 
 class PlacementTestCase:

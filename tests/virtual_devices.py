@@ -10,30 +10,19 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import tensorflow as tf  # noqa: E402
 
+from replica_strategy import logical_devices  # noqa: E402
+
 NUM_CPUS = 5  # A host device plus up to 4 replica devices.
 
 
 def configure(num_cpus: int = NUM_CPUS) -> None:
     """Gives the process `num_cpus` logical CPU devices (idempotent)."""
-    cpu = tf.config.list_physical_devices("CPU")[0]
-    try:
-        tf.config.set_logical_device_configuration(
-            cpu, [tf.config.LogicalDeviceConfiguration()] * num_cpus
-        )
-    except RuntimeError:
-        # Already initialized: fine as long as there are enough devices.
-        pass
-    available = len(tf.config.list_logical_devices("CPU"))
-    if available < num_cpus:
-        raise RuntimeError(
-            f"Tests need {num_cpus} logical CPUs but TensorFlow initialized with {available}; "
-            "import tests/virtual_devices.py before anything uses TensorFlow."
-        )
+    logical_devices.split_cpu(num_cpus)
 
 
 def cpus(count: int) -> list[str]:
     """The names of the first `count` logical CPUs, e.g. ["/cpu:0", "/cpu:1"]."""
-    return [f"/cpu:{index}" for index in range(count)]
+    return logical_devices.cpu_names(count)
 
 
 def mirrored_strategy(count: int) -> tf.distribute.MirroredStrategy:
