@@ -40,6 +40,7 @@ if not __package__:  # Run as a script: make `benchmarks` and `replica_strategy`
     sys.path.append(str(pathlib.Path(__file__).resolve().parent.parent))
 
 # Importing TensorFlow leaves its devices uninitialized; `main` configures them first thing.
+import replica_strategy  # noqa: E402
 from benchmarks import contestants, outputs, suite, traffic, workloads  # noqa: E402
 
 _QUICK = flags.DEFINE_bool(
@@ -176,7 +177,7 @@ def main(argv: Sequence[str]) -> None:
     except ValueError as error:
         raise app.UsageError(str(error)) from None
     # Logical CPUs must exist before TensorFlow initializes its devices.
-    contestants.configure_logical_cpus(settings.max_device_count)
+    replica_strategy.logical_devices.split_cpu(settings.max_device_count)
     results = suite.run(settings)
     paths = outputs.write_outputs(results, pathlib.Path(_OUTPUT_DIR.value))
     print(paths["markdown"].read_text())

@@ -32,7 +32,8 @@ from absl import app, flags
 from tensorflow.python.eager import context
 
 import replica_strategy
-from benchmarks import contestants, traffic
+from benchmarks import traffic
+from replica_strategy import devices, logical_devices
 
 HOST = traffic.HOST  # the parameter device; the replicas are /cpu:1 ... /cpu:N
 # Ops that write a resource variable: Keras 3's Adam ends with AssignSubVariableOp, FusedAdam and
@@ -107,7 +108,7 @@ def host_waits(function_graph, host: str = HOST) -> HostWaits:
         return ancestors_cache[name]
 
     def on_host(node):
-        return contestants.canonical_device(node.device) == host
+        return devices.short_name(node.device) == host
 
     floats = (
         tf.float32.as_datatype_enum,
@@ -119,7 +120,7 @@ def host_waits(function_graph, host: str = HOST) -> HostWaits:
         for node in nodes.values()
         if node.op == "_Recv"
         and on_host(node)
-        and contestants.canonical_device(node.attr["send_device"].s.decode()) != host
+        and devices.short_name(node.attr["send_device"].s.decode()) != host
         and node.attr["tensor_type"].type in floats
     }
     sends_to_replicas = [
@@ -127,7 +128,7 @@ def host_waits(function_graph, host: str = HOST) -> HostWaits:
         for node in nodes.values()
         if node.op == "_Send"
         and on_host(node)
-        and contestants.canonical_device(node.attr["recv_device"].s.decode()) != host
+        and devices.short_name(node.attr["recv_device"].s.decode()) != host
     ]
     float_sends = [node.name for node in sends_to_replicas if node.attr["T"].type in floats]
     writes = [
@@ -233,7 +234,7 @@ def main(argv: Sequence[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}.")
     replica_counts = [int(count) for count in flags.FLAGS.replica_counts]
-    contestants.configure_logical_cpus(max(replica_counts) + 1)
+    logical_devices.split_cpu(max(replica_counts) + 1)
     print(table(replica_counts))
 
 

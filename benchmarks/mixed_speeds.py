@@ -45,7 +45,6 @@ import tensorflow as tf
 from absl import app, flags
 
 import replica_strategy
-from benchmarks import contestants
 from benchmarks.placements import Strategy
 
 EVEN = "ReplicaStrategy split=even"
@@ -515,7 +514,7 @@ def main(argv: Sequence[str]) -> None:
     except ValueError as error:
         raise app.UsageError(str(error)) from None
 
-    contestants.configure_logical_cpus(len(REPLICAS) + 1)
+    replica_strategy.logical_devices.split_cpu(len(REPLICAS) + 1)
     results = measure(settings)
     print(markdown(results))
     if values.plot_out and write_plot(results, pathlib.Path(values.plot_out)):

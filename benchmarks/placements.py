@@ -37,6 +37,26 @@ class Strategy(_Name):
     MIRRORED = "MirroredStrategy"
     CENTRAL_STORAGE = "CentralStorageStrategy"
 
+    @property
+    def library_name(self) -> str | None:
+        """Its name for `replica_strategy.strategies.make_strategy`; None: no strategy at all."""
+        return _LIBRARY_NAMES[self]
+
+    @property
+    def replica_options(self) -> dict[str, object]:
+        """`ReplicaStrategy` keyword arguments that make this strategy."""
+        return {"mirror_weights": True} if self is Strategy.MIRROR_WEIGHTS else {}
+
+
+_LIBRARY_NAMES = {
+    Strategy.NO_STRATEGY: None,
+    Strategy.ONE_DEVICE: "one_device",
+    Strategy.REPLICA: "replica",
+    Strategy.MIRROR_WEIGHTS: "replica",
+    Strategy.MIRRORED: "mirrored",
+    Strategy.CENTRAL_STORAGE: "central_storage",
+}
+
 
 class Placement(_Name):
     """Where the float32 weights live: it sets the bytes moved per step and held per device."""

@@ -283,7 +283,7 @@ def run(settings: Settings) -> dict:
     """Measures throughput; then memory and traffic at once (child processes, not timed); then
     the host update alone (timed). Returns everything `write_outputs` needs.
 
-    Needs `settings.max_device_count` logical CPUs (`contestants.configure_logical_cpus`).
+    Needs `settings.max_device_count` logical CPUs (`replica_strategy.logical_devices.split_cpu`).
     """
     settings.validate()
     cells = measure_throughput(settings)

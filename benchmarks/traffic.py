@@ -175,8 +175,8 @@ def _training_recvs(run_metadata) -> dict[str, tuple[str, str]]:
         return {}
     return {
         node.name: (
-            contestants.canonical_device(node.attr["send_device"].s.decode()),
-            contestants.canonical_device(node.attr["recv_device"].s.decode()),
+            replica_strategy.devices.short_name(node.attr["send_device"].s.decode()),
+            replica_strategy.devices.short_name(node.attr["recv_device"].s.decode()),
         )
         for partition in graph.partition_graphs
         for node in partition.node
@@ -219,7 +219,7 @@ def measure(configuration: str, replicas: int, width: int, layers: int, steps: i
         elements delivered per step), variable_bytes ({device: bytes of variables there}),
         replica_strategy (where the package was imported from); or {"unavailable": reason}.
     """
-    contestants.configure_logical_cpus(replicas + 1)
+    replica_strategy.logical_devices.split_cpu(replicas + 1)
     try:
         strategy = _make_strategy(configuration, replicas)
     except Unavailable as reason:
