@@ -6,7 +6,7 @@ go back out. If every write waits only for its own variable's gradient, and ever
 only for its own variable's update, TensorFlow's executor, which runs an op as soon as its inputs
 are ready, overlaps the stages across variables: one variable's gradient crosses PCIe while
 another's is updated and a third's is sent back. Then the chain costs about its slowest stage,
-not the sum of its stages (`pipelined_milliseconds` in benchmarks/gpu_model/step_time.py). One
+not the sum of its stages (`pipelined_milliseconds` in benchmarks/gpu_model/costs.py). One
 op that joins all gradients first (a global norm for `global_clipnorm`, the all-finite check of
 loss scaling) makes it a barrier and the stages run one after another.
 

@@ -19,23 +19,23 @@ from absl import app, flags
 if not __package__:  # Run as a script: make `benchmarks` importable.
     sys.path.append(str(pathlib.Path(__file__).resolve().parent.parent))
 
-from benchmarks.gpu_model import charts, markdown, step_time  # noqa: E402
+from benchmarks.gpu_model import charts, markdown, scaling  # noqa: E402
 from benchmarks.gpu_model.hardware import Hardware  # noqa: E402
 from benchmarks.placements import HostOptimizer  # noqa: E402
 
 _PER_REPLICA_BATCH = flags.DEFINE_multi_integer(
     "per_replica_batch",
-    list(step_time.DEFAULT_PER_REPLICA_BATCHES),
+    list(scaling.DEFAULT_PER_REPLICA_BATCHES),
     "Per-GPU batch of a weak-scaling table; repeat for several. 32 and 128 were measured, other "
     "batches are interpolated linearly.",
 )
 _GLOBAL_BATCH = flags.DEFINE_integer(
     "global_batch",
-    step_time.DEFAULT_GLOBAL_BATCH,
+    scaling.DEFAULT_GLOBAL_BATCH,
     "Global batch of the strong-scaling tables; 0 leaves them out.",
 )
 _GPU_COUNTS = flags.DEFINE_multi_integer(
-    "gpu_counts", list(step_time.DEFAULT_REPLICA_COUNTS), "GPU counts; repeat for several."
+    "gpu_counts", list(scaling.DEFAULT_REPLICA_COUNTS), "GPU counts; repeat for several."
 )
 _GPUS_PER_PCIE_UPLINK = flags.DEFINE_integer(
     "gpus_per_pcie_uplink",
@@ -70,16 +70,16 @@ _PLOT_OUT = flags.DEFINE_string(
 )
 
 
-def scalings_from_flags() -> list[step_time.Scaling]:
+def scalings_from_flags() -> list[scaling.Scaling]:
     """The batch regimes the flags ask for; raises app.UsageError for batches below 1."""
     if min(_PER_REPLICA_BATCH.value) < 1 or _GLOBAL_BATCH.value < 0:
         raise app.UsageError(
             "--per_replica_batch must be >= 1 and --global_batch >= 0. Received: "
             f"per_replica_batch={_PER_REPLICA_BATCH.value}, global_batch={_GLOBAL_BATCH.value}."
         )
-    scalings = [step_time.Scaling("weak", batch) for batch in _PER_REPLICA_BATCH.value]
+    scalings = [scaling.Scaling("weak", batch) for batch in _PER_REPLICA_BATCH.value]
     if _GLOBAL_BATCH.value:
-        scalings.append(step_time.Scaling("strong", _GLOBAL_BATCH.value))
+        scalings.append(scaling.Scaling("strong", _GLOBAL_BATCH.value))
     return scalings
 
 

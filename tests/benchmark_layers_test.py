@@ -30,8 +30,10 @@ _LAYERS = {
 _GPU_MODEL_LAYERS = {
     "facts": ("benchmarks.gpu_model.hardware",),
     "model": (
+        "benchmarks.gpu_model.costs",
         "benchmarks.gpu_model.memory",
         "benchmarks.gpu_model.mixed_pair",
+        "benchmarks.gpu_model.scaling",
         "benchmarks.gpu_model.step_time",
     ),
     "rendering": ("benchmarks.gpu_model.charts", "benchmarks.gpu_model.markdown"),

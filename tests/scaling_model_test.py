@@ -10,23 +10,24 @@ import pathlib
 
 from absl.testing import absltest, parameterized
 
+from benchmarks.gpu_model import costs, memory, mixed_pair, step_time
 from benchmarks.gpu_model import hardware as facts
 from benchmarks.gpu_model import markdown as rendering
-from benchmarks.gpu_model import memory, mixed_pair, step_time
+from benchmarks.gpu_model import scaling as gpu_scaling
 
 _REPOSITORY = pathlib.Path(__file__).resolve().parents[1]
 
 
 _HARDWARE = facts.Hardware()
-_REPLICA_COUNTS = step_time.DEFAULT_REPLICA_COUNTS
+_REPLICA_COUNTS = gpu_scaling.DEFAULT_REPLICA_COUNTS
 
 
 def _by_case(hardware=_HARDWARE):
     """Per (model, precision, scaling) case: {(placement, replicas): point}."""
     for model in facts.MODELS:
         for precision in facts.PRECISIONS:
-            for scaling in step_time.default_scalings():
-                points = step_time.scaling_points(
+            for scaling in gpu_scaling.default_scalings():
+                points = gpu_scaling.scaling_points(
                     hardware, model, precision, scaling, _REPLICA_COUNTS
                 )
                 yield {(point.placement, point.replicas): point for point in points}
@@ -36,8 +37,8 @@ def _all_points(hardware=_HARDWARE):
     """Every (model, precision, scaling) case's rows at the default GPU counts."""
     for model in facts.MODELS:
         for precision in facts.PRECISIONS:
-            for scaling in step_time.default_scalings():
-                yield from step_time.scaling_points(
+            for scaling in gpu_scaling.default_scalings():
+                yield from gpu_scaling.scaling_points(
                     hardware, model, precision, scaling, _REPLICA_COUNTS
                 )
 
@@ -49,21 +50,21 @@ class InputsTest(absltest.TestCase):
             for precision, points in model.step_milliseconds.items():
                 for batch, milliseconds in points:
                     self.assertAlmostEqual(
-                        step_time.replica_compute_milliseconds(model, precision, batch),
+                        gpu_scaling.replica_compute_milliseconds(model, precision, batch),
                         milliseconds,
                     )
         reference_bytes = _HARDWARE.host_sum_parameter_count * facts.FLOAT32_BYTES
         for replicas, milliseconds in _HARDWARE.host_sum_milliseconds:
             self.assertAlmostEqual(
-                step_time.host_sum_milliseconds(_HARDWARE, replicas, reference_bytes),
+                costs.host_sum_milliseconds(_HARDWARE, replicas, reference_bytes),
                 milliseconds,
             )
 
     def test_one_gradient_copy_needs_no_sum(self):
-        self.assertEqual(step_time.host_sum_milliseconds(_HARDWARE, 1, 1e9), 0.0)
+        self.assertEqual(costs.host_sum_milliseconds(_HARDWARE, 1, 1e9), 0.0)
 
     def test_strong_scaling_gives_the_busiest_gpu_the_larger_share(self):
-        scaling = step_time.Scaling("strong", 10)
+        scaling = gpu_scaling.Scaling("strong", 10)
         self.assertEqual(scaling.per_replica_batch(4), 3)
         self.assertEqual(scaling.global_batch(4), 10)
 
@@ -104,8 +105,8 @@ class StepTimeTest(parameterized.TestCase):
         fused = dataclasses.replace(_HARDWARE, host_optimizer="fused")
         keras_adam = dataclasses.replace(_HARDWARE, host_optimizer="keras")
         self.assertLess(
-            step_time.host_update_milliseconds(fused, 10**6),
-            step_time.host_update_milliseconds(keras_adam, 10**6),
+            costs.host_update_milliseconds(fused, 10**6),
+            costs.host_update_milliseconds(keras_adam, 10**6),
         )
         for placement_points in _by_case():
             for replicas in _REPLICA_COUNTS:
@@ -117,15 +118,15 @@ class StepTimeTest(parameterized.TestCase):
     def test_break_even_bandwidth_gives_the_fraction(self):
         # At the returned host bandwidth, serial mirror_weights runs at 90% of Mirrored.
         model = facts.MODELS[0]
-        gbps = step_time.break_even_host_gbps(_HARDWARE, model, "fp32", 128, 8, 0.9)
+        gbps = gpu_scaling.break_even_host_gbps(_HARDWARE, model, "fp32", 128, 8, 0.9)
         # The host streaming bandwidth is the slope of the sums: scale the sums to reach `gbps`.
-        factor = step_time.host_streaming_gbps(_HARDWARE) / gbps
+        factor = costs.host_streaming_gbps(_HARDWARE) / gbps
         sums = tuple((count, ms * factor) for count, ms in _HARDWARE.host_sum_milliseconds)
         hardware = dataclasses.replace(_HARDWARE, host_sum_milliseconds=sums)
-        scaling = step_time.Scaling("weak", 128)
+        scaling = gpu_scaling.Scaling("weak", 128)
         points = {
             point.placement: point
-            for point in step_time.scaling_points(hardware, model, "fp32", scaling, [8])
+            for point in gpu_scaling.scaling_points(hardware, model, "fp32", scaling, [8])
         }
         self.assertAlmostEqual(
             points["mirror_weights"].samples_per_second / points["mirrored"].samples_per_second,
@@ -200,7 +201,7 @@ class PipelineTest(parameterized.TestCase):
         ((1.0, 9.0), (1.0,)),
     )
     def test_bound_holds_for_any_order_of_variables(self, stages, fractions):
-        bound = step_time.pipelined_milliseconds(stages, max(fractions))
+        bound = costs.pipelined_milliseconds(stages, max(fractions))
         for order in (fractions, tuple(reversed(fractions)), tuple(sorted(fractions))):
             makespan = _flow_shop_makespan(stages, order)
             self.assertLessEqual(makespan, bound + 1e-9)
@@ -208,7 +209,7 @@ class PipelineTest(parameterized.TestCase):
         self.assertLessEqual(bound, sum(stages) + 1e-9)
 
     def test_one_variable_gets_no_overlap(self):
-        self.assertEqual(step_time.pipelined_milliseconds((2.0, 3.0, 4.0), 1.0), 9.0)
+        self.assertEqual(costs.pipelined_milliseconds((2.0, 3.0, 4.0), 1.0), 9.0)
 
     def test_resnet50_largest_variable_is_the_one_in_the_model(self):
         import keras  # noqa: PLC0415  (only this test needs it)
@@ -224,13 +225,13 @@ class PipelineTest(parameterized.TestCase):
 
 class TrafficTest(absltest.TestCase):
     def test_the_rule_reproduces_every_measured_point(self):
-        for placement, measured in step_time.MEASURED_TRAFFIC.items():
+        for placement, measured in costs.MEASURED_TRAFFIC.items():
             for replicas, traffic in measured.items():
-                self.assertEqual(step_time.traffic(placement, replicas), traffic)
+                self.assertEqual(costs.traffic(placement, replicas), traffic)
 
     def test_unknown_placement_has_no_traffic(self):
         with self.assertRaisesRegex(ValueError, "No measured traffic for placement='gpu0'"):
-            step_time.traffic("gpu0", 2)
+            costs.traffic("gpu0", 2)
 
 
 class MemoryTest(absltest.TestCase):
@@ -331,9 +332,9 @@ class MixedPairTest(parameterized.TestCase):
 class MarkdownTest(absltest.TestCase):
     def test_every_model_precision_and_gpu_count_has_a_row(self):
         markdown = rendering.build_markdown(
-            _HARDWARE, step_time.default_scalings(), _REPLICA_COUNTS
+            _HARDWARE, gpu_scaling.default_scalings(), _REPLICA_COUNTS
         )
-        for scaling in step_time.default_scalings():
+        for scaling in gpu_scaling.default_scalings():
             for model in facts.MODELS:
                 for precision in facts.PRECISIONS:
                     heading = rendering.step_table_heading(model, precision, scaling)
@@ -349,7 +350,7 @@ class MarkdownTest(absltest.TestCase):
         # `python benchmarks/scaling_model.py --update_document=benchmarks/SCALING.md`.
         document = (_REPOSITORY / "benchmarks" / "SCALING.md").read_text(encoding="utf-8")
         markdown = rendering.build_markdown(
-            _HARDWARE, step_time.default_scalings(), _REPLICA_COUNTS
+            _HARDWARE, gpu_scaling.default_scalings(), _REPLICA_COUNTS
         )
         self.assertEqual(rendering.replace_generated_block(document, markdown), document)
 

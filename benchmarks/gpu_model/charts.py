@@ -8,7 +8,8 @@ from collections.abc import Sequence
 
 from benchmarks.gpu_model.hardware import MODELS, PRECISIONS, Hardware
 from benchmarks.gpu_model.markdown import PLACEMENT_LABELS
-from benchmarks.gpu_model.step_time import STEP_PLACEMENTS, Scaling, scaling_points
+from benchmarks.gpu_model.scaling import Scaling, scaling_points
+from benchmarks.gpu_model.step_time import STEP_PLACEMENTS
 from benchmarks.placements import StepPlacement
 
 

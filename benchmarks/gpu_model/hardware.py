@@ -24,7 +24,7 @@ class ModelSpec:
             + SGD update on one H200 holding its own weights.
         largest_variable_fraction: The largest trainable variable's share of the parameters: it
             bounds how well the host's per-variable pipeline overlaps
-            (`step_time.pipelined_milliseconds`).
+            (`costs.pipelined_milliseconds`).
     """
 
     name: str
@@ -66,7 +66,7 @@ class Hardware:
     host_sum_parameter_count: int = 25_600_000
     host_sum_milliseconds: tuple[tuple[int, float], ...] = ((2, 11.9), (4, 15.9), (8, 22.4))
     # The host's Adam update, in parameter-sized passes over host memory, so that it scales with
-    # the host's bandwidth (`step_time.host_streaming_gbps`). TensorFlow's fused
+    # the host's bandwidth (`costs.host_streaming_gbps`). TensorFlow's fused
     # ResourceApplyAdam kernel (tf_keras' Adam) streams 7: reads weights, gradients and both
     # slots, writes weights and slots. Keras 3's Adam is a chain of element-wise ops (about 30
     # passes by count); benchmarks/host_update.py measured it at 3.05x FusedAdam's time (50M

@@ -3,6 +3,7 @@
 import dataclasses
 from collections.abc import Sequence
 
+from benchmarks.gpu_model.costs import host_streaming_gbps, pcie_gbps_per_gpu
 from benchmarks.gpu_model.hardware import (
     BYTES_PER_GIGABYTE,
     FLOAT32_BYTES,
@@ -16,16 +17,13 @@ from benchmarks.gpu_model.hardware import (
 )
 from benchmarks.gpu_model.memory import MEMORY_PLACEMENTS, memory_footprint
 from benchmarks.gpu_model.mixed_pair import MIXED_PAIR_GLOBAL_BATCH, mixed_pair_steps
-from benchmarks.gpu_model.step_time import (
-    STEP_PLACEMENTS,
+from benchmarks.gpu_model.scaling import (
     Scaling,
     ScalingPoint,
     break_even_host_gbps,
-    host_streaming_gbps,
-    pcie_gbps_per_gpu,
     scaling_points,
-    step_time,
 )
+from benchmarks.gpu_model.step_time import STEP_PLACEMENTS, step_time
 from benchmarks.placements import HostOptimizer, Placement, StepPlacement
 
 PLACEMENT_LABELS = {

@@ -8,6 +8,7 @@ import dataclasses
 import math
 from collections.abc import Sequence
 
+from benchmarks.gpu_model.costs import transfer_milliseconds
 from benchmarks.gpu_model.hardware import (
     FLOAT32_BYTES,
     MIXED_PAIR,
@@ -15,7 +16,6 @@ from benchmarks.gpu_model.hardware import (
     RESNET50_PARAMETERS,
     MixedDevice,
 )
-from benchmarks.gpu_model.step_time import transfer_milliseconds
 
 MIXED_PAIR_GLOBAL_BATCH = 256
 
