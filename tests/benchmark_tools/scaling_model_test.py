@@ -1,7 +1,7 @@
 """Invariants of benchmarks/gpu_model/, the step-time model behind benchmarks/SCALING.md.
 
-Run from the repository root: `python -m pytest tests/scaling_model_test.py` or
-`python tests/scaling_model_test.py`. No TensorFlow needed.
+Run from the repository root: `python -m pytest tests/benchmark_tools/scaling_model_test.py` or
+`python tests/benchmark_tools/scaling_model_test.py`. No TensorFlow needed.
 """
 
 import dataclasses
@@ -15,7 +15,7 @@ from benchmarks.gpu_model import hardware as facts
 from benchmarks.gpu_model import markdown as rendering
 from benchmarks.gpu_model import scaling as gpu_scaling
 
-_REPOSITORY = pathlib.Path(__file__).resolve().parents[1]
+_REPOSITORY = pathlib.Path(__file__).resolve().parents[2]
 
 
 _HARDWARE = facts.Hardware()

@@ -8,7 +8,7 @@ import pathlib
 
 from absl.testing import absltest
 
-_BENCHMARKS = pathlib.Path(__file__).resolve().parents[1] / "benchmarks"
+_BENCHMARKS = pathlib.Path(__file__).resolve().parents[2] / "benchmarks"
 
 # A module may import modules of its own layer or of layers below it. Measuring never imports
 # reporting; neither imports the GPU model, which stands on the vocabulary alone.
