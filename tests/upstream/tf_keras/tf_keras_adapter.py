@@ -25,6 +25,7 @@ not run (no such hardware or cluster here; the default strategy does not test th
 
 import contextlib
 import importlib
+import importlib.abc
 import importlib.util
 import os
 import re
@@ -62,16 +63,35 @@ _REPLICAS = {
 ONE_REPLICA = "ReplicaStrategy1CPU"
 TWO_REPLICAS = "ReplicaStrategy2CPUs"
 
-# Modules of the tf_keras source tree the vendored files import -> the installed wheel's.
-_ALIASES = {
-    "tf_keras.engine": "tf_keras.src.engine",
-    "tf_keras.engine.base_layer": "tf_keras.src.engine.base_layer",
-    "tf_keras.layers.core": "tf_keras.src.layers.core",
-    "tf_keras.optimizers.legacy.adam": "tf_keras.src.optimizers.legacy.adam",
-    "tf_keras.optimizers.legacy.gradient_descent": (
-        "tf_keras.src.optimizers.legacy.gradient_descent"
-    ),
-}
+
+class _SourceTreeFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Imports `tf_keras.<path>` of tf_keras' source tree, which the wheel has as `tf_keras.src.<path>`.
+
+    Only for names the wheel's public API lacks (`tf_keras.engine.base_layer`,
+    `tf_keras.optimizers.legacy.adam`, ...); `tf_keras.distribute`, the package of the vendored
+    files, is `load`'s own.
+    """
+
+    def find_spec(self, fullname, path=None, target=None):
+        if not fullname.startswith("tf_keras.") or fullname.startswith("tf_keras.src."):
+            return None
+        source = "tf_keras.src." + fullname.removeprefix("tf_keras.")
+        if importlib.util.find_spec(source) is None:
+            return None
+        return importlib.util.spec_from_loader(fullname, self, origin=source)
+
+    def __init__(self):
+        self._specs = {}
+
+    def create_module(self, spec):
+        module = importlib.import_module(spec.origin)
+        self._specs[spec.name] = module.__spec__
+        return module
+
+    def exec_module(self, module):
+        # The import system has set the alias' spec on the wheel's module: put its own back.
+        module.__spec__ = self._specs.pop(module.__spec__.name)
+
 
 _placement = placements.DEFAULT  # The running test's; set by PlacementCase.setUp.
 
@@ -111,8 +131,7 @@ def _strategy_combinations(replacements):
     module = types.ModuleType("tf_keras.distribute.strategy_combinations", installed.__doc__)
     for name, value in vars(installed).items():
         if isinstance(value, list):
-            value = [replacements.get(id(d), d) for d in value]
-        setattr(module, name, value)
+            setattr(module, name, [replacements.get(id(d), d) for d in value])
     return module
 
 
@@ -152,24 +171,34 @@ def _patched(name, value, *, on):
             setattr(on, name, before)
 
 
+def _wheel_module(attr):
+    if attr.startswith("__"):
+        raise AttributeError(attr)
+    return importlib.import_module(f"tf_keras.src.distribute.{attr}")
+
+
 def load(name):
     """Imports the vendored `distribute/<name>.py`, its strategies ReplicaStrategy's."""
     replacements = _replacements()
     combinations = _strategy_combinations(replacements)
     package = types.ModuleType("tf_keras.distribute")
     package.strategy_combinations = combinations
+    package.__getattr__ = _wheel_module  # Its other modules (distributed_training_utils, ...).
     modules = {
         "tf_keras.distribute": package,
         "tf_keras.distribute.strategy_combinations": combinations,
-        **{alias: importlib.import_module(real) for alias, real in _ALIASES.items()},
     }
     spec = importlib.util.spec_from_file_location(
         f"upstream_tf_keras.{name}", os.path.join(_VENDORED, f"{name}.py")
     )
     module = importlib.util.module_from_spec(spec)
+    imported = set(sys.modules)
     with contextlib.ExitStack() as stack:
         # No __pycache__ beside the vendored files: `diff -r` against upstream stays empty.
         stack.enter_context(_patched("dont_write_bytecode", True, on=sys))
+        finder = _SourceTreeFinder()
+        sys.meta_path.append(finder)
+        stack.callback(sys.meta_path.remove, finder)
         for alias, real in modules.items():
             stack.enter_context(_patched(alias, real, on=sys.modules))
         for api in _api_modules():
@@ -177,6 +206,9 @@ def load(name):
                 upstream = getattr(api, attr)
                 stack.enter_context(_patched(attr, replacements[id(upstream)], on=api))
         spec.loader.exec_module(module)
+    for alias in set(sys.modules) - imported:  # The source tree's names, aliased by the finder.
+        if sys.modules[alias].__name__ != alias:
+            del sys.modules[alias]
     tf_keras = sys.modules["tf_keras"]
     for name, value in list(vars(module).items()):
         if value is tf_keras:
@@ -202,17 +234,20 @@ def _priority(test_name):
     return names.index(upstream)
 
 
-def replica_strategy_cases(test_class=None, *, one_replica_in_every_placement=False):
+def replica_strategy_cases(test_class=None, *, one_replica_in_every_placement=False, only=()):
     """Class decorator for runners: ReplicaStrategy's cases, once each, in every placement.
 
     One-replica cases run in the default placement only, unless `one_replica_in_every_placement`.
     A case the runner class defines itself (an adapted one, under its final name) is kept as
-    the runner wrote it.
+    the runner wrote it. `only`, if given, names the upstream tests to run; the others do not.
     """
     if test_class is None:
         return lambda test_class: replica_strategy_cases(
-            test_class, one_replica_in_every_placement=one_replica_in_every_placement
+            test_class, one_replica_in_every_placement=one_replica_in_every_placement, only=only
         )
+    for name in dir(test_class):
+        if only and name.startswith("test") and not name.startswith(tuple(only)):
+            setattr(test_class, name, None)
     if not issubclass(test_class, PlacementCase):
         raise TypeError(f"{test_class.__name__} must derive from {PlacementCase.__name__}.")
     own = {name for name, value in vars(test_class).items() if callable(value)}
