@@ -40,9 +40,9 @@ def run(main) -> None:
 def configure_logging() -> None:
     """Python logging at WARNING unless `--verbosity` is given, each line printed once.
 
-    When imported, TensorFlow gave its `tensorflow` logger a stderr handler of its own; its
-    records also reach absl's handler on the root logger, so each line came out twice. Removing
-    TensorFlow's handler, as absl does for the root logger's, leaves absl's.
+    TensorFlow gives its `tensorflow` logger a stderr handler of its own when it is imported,
+    and its records also reach absl's handler on the root logger: each line would come out
+    twice. Removing TensorFlow's handler, as absl does for the root logger's, leaves absl's.
     """
     if not flags.FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)
