@@ -1,4 +1,4 @@
-"""The trainers' shared pieces under one name, for code outside `examples/` (tests, notebooks).
+"""The trainers' shared functions that code outside `examples/` (the tests) calls, by one name.
 
 Each lives in a module of its own, which the trainers import directly:
 
@@ -10,22 +10,14 @@ Each lives in a module of its own, which the trainers import directly:
 - `program`: a trainer as a command-line program (`app.run`, logging, usage errors).
 """
 
-from examples.describe import describe_split, describe_strategy
-from examples.local_devices import configure_devices, default_devices
-from examples.optimizers import make_optimizer, save_model
-from examples.outputs import TrainResult
-from examples.trainer_flags import format_split, parse_devices, parse_split, replica_options
+from examples.describe import describe_strategy
+from examples.local_devices import configure_devices
+from examples.trainer_flags import parse_devices, parse_split, replica_options
 
 __all__ = [
-    "TrainResult",
     "configure_devices",
-    "default_devices",
-    "describe_split",
     "describe_strategy",
-    "format_split",
-    "make_optimizer",
     "parse_devices",
     "parse_split",
     "replica_options",
-    "save_model",
 ]
