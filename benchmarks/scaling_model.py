@@ -60,7 +60,7 @@ class ModelSpec:
 MODELS = (
     # GPU_FACTS.md: "ResNet-50 (25.6M params) training step, batch 32 / 128: fp32 / bf16".
     # keras.applications.ResNet50: 2,359,296 of 25,583,592 trainable parameters in one 3x3 conv
-    # (tests/scaling_model_test.py checks it).
+    # (tests/benchmark_tools/scaling_model_test.py checks it).
     ModelSpec("ResNet-50", 25_600_000, {"fp32": ((32, 42.4), (128, 145.5)),
                                         "bf16": ((32, 19.3), (128, 55.3))}, 2_359_296 / 25_583_592),
     # GPU_FACTS.md: "ViT-B/16 (86.6M params) training step, batch 32 / 128: fp32 / bf16".

@@ -14,7 +14,7 @@ Two adaptations, both for models whose `distribute_strategy` is a `ReplicaStrate
   of the loss before `tape.gradient` in Keras' `train_step`. The reported loss and metrics are
   computed before it, and were exact already.
 
-Installed on the class once (`install`). Tested by `tests/keras_test.py`:
+Installed on the class once (`install`). Tested by `tests/integration/keras_test.py`:
 `test_fit_with_an_uneven_first_batch` and `test_exact_uneven_batches_trains_like_one_device`
 fail loudly if Keras renames `_maybe_symbolic_build` or `scale_loss`.
 """

@@ -5,7 +5,7 @@ the loss metric before it returns: weighting the returned loss changes the gradi
 Wrapped on the class once, when a `ReplicaStrategy` scope is entered with tf_keras imported
 (`install`); it changes nothing outside a `ReplicaStrategy` replica, nor for a model that does
 not weigh rows. A model that overrides `compute_loss` itself is not weighted. Tested by
-`tests/tf_keras_test.py::test_uneven_splits_train_exactly_like_one_device`, which fails if
+`tests/integration/tf_keras_test.py::test_uneven_splits_train_exactly_like_one_device`, which fails if
 tf_keras renames the method.
 """
 

@@ -2,7 +2,7 @@
 
 After changing a public name, signature or docstring, regenerate it from the repository root:
 
-    .venv/bin/python tests/api_docs_test.py --regenerate
+    .venv/bin/python tests/package_and_docs/api_docs_test.py --regenerate
 """
 
 import difflib
@@ -15,9 +15,9 @@ import tempfile
 
 import tensorflow as tf
 
-_REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_REPOSITORY = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 _API_DIR = os.path.join(_REPOSITORY, "docs", "api")
-_REGENERATE = ".venv/bin/python tests/api_docs_test.py --regenerate"
+_REGENERATE = ".venv/bin/python tests/package_and_docs/api_docs_test.py --regenerate"
 # The package documents what its `__all__` exports; Google-style docstrings; no source listing,
 # so the reference changes only when the API or its documentation does.
 _PDOC_ARGUMENTS = ["-d", "google", "--no-search", "--no-show-source", "replica_strategy"]

@@ -21,7 +21,7 @@ from absl.testing import flagsaver, parameterized
 
 from examples import checkpoints, legacy_multi_gpu_model, model_dir, train_custom_loop, train_keras
 
-_REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_REPOSITORY = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 _TINY = {"num_samples": 16, "hidden_units": 4, "batch_size": 8, "verbose": 0}
 _SAVED = re.compile(r"^Epoch (\d+)/\d+: .*checkpoint saved")
 

@@ -20,7 +20,7 @@ from absl.testing import parameterized
 
 from examples import train_custom_loop, train_keras
 
-_REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_REPOSITORY = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # 64 rows in global batches of 16: every batch splits 8 + 8 across the two workers.
 _SETTINGS = {"num_samples": 64, "hidden_units": 8, "batch_size": 16, "epochs": 3, "seed": 3}
 _TRAINERS = {"train_keras": train_keras, "train_custom_loop": train_custom_loop}

@@ -1,7 +1,7 @@
 """Invariants of benchmarks/scaling_model.py, the step-time model behind benchmarks/SCALING.md.
 
-Run from the repository root: `python -m pytest tests/scaling_model_test.py` or
-`python tests/scaling_model_test.py`. No TensorFlow needed.
+Run from the repository root: `python -m pytest tests/benchmark_tools/scaling_model_test.py` or
+`python tests/benchmark_tools/scaling_model_test.py`. No TensorFlow needed.
 """
 
 import dataclasses
@@ -12,7 +12,7 @@ import sys
 
 from absl.testing import absltest, parameterized
 
-_REPOSITORY = pathlib.Path(__file__).resolve().parents[1]
+_REPOSITORY = pathlib.Path(__file__).resolve().parents[2]
 
 
 def _load_scaling_model():

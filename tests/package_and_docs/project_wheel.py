@@ -5,7 +5,7 @@ import shutil
 import subprocess
 import sys
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
 def copy_source(tmp: pathlib.Path) -> pathlib.Path:

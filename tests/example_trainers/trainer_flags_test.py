@@ -10,7 +10,7 @@ import zipfile
 import tensorflow as tf
 from absl.testing import parameterized
 
-_REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_REPOSITORY = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 _TRAINERS = ("train_keras", "train_custom_loop", "legacy_multi_gpu_model")
 _SHARED_FLAGS = (
     "strategy",

@@ -49,7 +49,7 @@ def _mlp(*extra_layers, optimizer=None, metrics=("mae",)):
     return model
 
 
-# Four replicas in the default placement only: the suite's time budget (mirror_weights_test runs
+# Four replicas in the default placement only: the suite's time budget (mirrored_weights_test runs
 # four replicas with mirror_weights).
 @placements.across_placements(first_placement_only=("four_replicas", "ten_on_four"))
 class KerasFitEvaluatePredictTest(
@@ -158,7 +158,7 @@ class KerasFitEvaluatePredictTest(
         # Keras 3 gives *_on_batch data to strategy.run undistributed, under every strategy:
         # each replica runs the whole batch, so losses and updates equal one device's, and
         # predict_on_batch returns the batch once per replica, exactly as MirroredStrategy.
-        # (multi_gpu_model's models split these batches: see keras_compat_test.)
+        # (multi_gpu_model's models split these batches: see multi_gpu_shim_test.)
         x, y = _data(5)
         reference = _mlp()
         model = keras_testing.in_scope(self.replica_strategy(2), _mlp)

@@ -15,7 +15,7 @@ from absl.testing import parameterized
 
 from examples import checkpoints, train_custom_loop, train_keras
 
-_REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_REPOSITORY = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 _EPOCHS = 30
 _KILL_AFTER_EPOCH = 3
 _SETTINGS = {"num_samples": 48, "hidden_units": 8, "batch_size": 16, "epochs": _EPOCHS, "seed": 7}

@@ -26,7 +26,7 @@ import textwrap
 import tensorflow as tf
 from absl.testing import parameterized
 
-_REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_REPOSITORY = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 _PAGES = ["README.md"] + sorted(
     os.path.relpath(path, _REPOSITORY)
     for path in glob.glob(os.path.join(_REPOSITORY, "docs", "*.md"))
