@@ -130,26 +130,22 @@ def train(
         held_out = data_lib.held_out_batches(data.test_images, data.test_labels, batch_size)
         history = {}
         if initial_epoch < epochs:
+            batches = data_lib.training_batches(
+                data.train_images, data.train_labels, batch_size, seed, range(initial_epoch, epochs)
+            )
+            callbacks = [
+                # First, so that each epoch's progress line ends before the checkpoint line.
+                keras.callbacks.ProgbarLogger(),
+                keras.callbacks.TensorBoard(os.path.join(output_dir, "logs"), write_graph=False),
+                _CheckpointEachEpoch(checkpoints, epochs),
+            ]
             history = model.fit(
-                data_lib.training_batches(
-                    data.train_images,
-                    data.train_labels,
-                    batch_size,
-                    seed,
-                    range(initial_epoch, epochs),
-                ),
+                batches,
                 epochs=epochs,
                 initial_epoch=initial_epoch,
                 steps_per_epoch=data_lib.steps_per_epoch(len(data.train_labels), batch_size),
                 validation_data=held_out,
-                callbacks=[
-                    # First, so that each epoch's progress line ends before the checkpoint line.
-                    keras.callbacks.ProgbarLogger(),
-                    keras.callbacks.TensorBoard(
-                        os.path.join(output_dir, "logs"), write_graph=False
-                    ),
-                    _CheckpointEachEpoch(checkpoints, epochs),
-                ],
+                callbacks=callbacks,
                 shuffle=False,  # Each epoch comes in its own order already (data.epoch_order).
                 verbose=verbose,
             ).history
