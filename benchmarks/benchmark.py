@@ -11,7 +11,7 @@ In one run, with the contestants interleaved so machine noise hits all alike:
 4. the bytes that cross between devices per training step, per (sender, receiver) pair, and the
    variables per device, with a separate host device (benchmarks/traffic.py);
 5. what Keras 3's Adam and replica_strategy.FusedAdam cost on this host per million parameters
-   (benchmarks/host_update.py), an input of the GPU model (scaling_model.py);
+   (benchmarks/host_update.py), an input of the GPU model (benchmarks/gpu_model/);
 6. a SIMULATION of devices of different speeds (benchmarks/mixed_speeds.py: one replica sleeps
    3x as long per row): `fit` throughput of ReplicaStrategy's split="even", the split by the
    true speeds and split="auto", and MirroredStrategy, and how `auto` settled.
@@ -40,7 +40,8 @@ if not __package__:  # Run as a script: make `benchmarks` and `replica_strategy`
     sys.path.append(str(pathlib.Path(__file__).resolve().parent.parent))
 
 # Importing TensorFlow leaves its devices uninitialized; `main` configures them first thing.
-from benchmarks import contestants, suite, traffic, workloads  # noqa: E402
+import replica_strategy  # noqa: E402
+from benchmarks import contestants, outputs, suite, traffic, workloads  # noqa: E402
 
 _QUICK = flags.DEFINE_bool(
     "quick", False, "Smoke run in under 2 minutes: small sizes, few repetitions."
@@ -176,9 +177,9 @@ def main(argv: Sequence[str]) -> None:
     except ValueError as error:
         raise app.UsageError(str(error)) from None
     # Logical CPUs must exist before TensorFlow initializes its devices.
-    contestants.configure_logical_cpus(settings.max_device_count)
+    replica_strategy.logical_devices.split_cpu(settings.max_device_count)
     results = suite.run(settings)
-    paths = suite.write_outputs(results, pathlib.Path(_OUTPUT_DIR.value))
+    paths = outputs.write_outputs(results, pathlib.Path(_OUTPUT_DIR.value))
     print(paths["markdown"].read_text())
     print("Wrote " + ", ".join(str(path) for path in paths.values()), flush=True)
     # Skips the teardown of the live workloads, which can hang in TensorFlow (suite.LIVE_WORKLOADS).

@@ -17,13 +17,16 @@ from collections.abc import Callable, Iterator, Sequence
 import tensorflow as tf
 
 import replica_strategy
+from benchmarks.placements import Strategy, find
+from replica_strategy import devices as devices_lib
+from replica_strategy import logical_devices, strategies
 
-NO_STRATEGY = "no strategy"
-ONE_DEVICE = "OneDeviceStrategy"
-REPLICA = "ReplicaStrategy"
-MIRROR_WEIGHTS = "ReplicaStrategy mirror_weights"
-MIRRORED = "MirroredStrategy"
-CENTRAL_STORAGE = "CentralStorageStrategy"
+NO_STRATEGY = Strategy.NO_STRATEGY
+ONE_DEVICE = Strategy.ONE_DEVICE
+REPLICA = Strategy.REPLICA
+MIRROR_WEIGHTS = Strategy.MIRROR_WEIGHTS
+MIRRORED = Strategy.MIRRORED
+CENTRAL_STORAGE = Strategy.CENTRAL_STORAGE
 HAS_MIRROR_WEIGHTS = (
     "mirror_weights" in inspect.signature(replica_strategy.ReplicaStrategy).parameters
 )
@@ -33,7 +36,6 @@ DATA_PARALLEL_NAMES = (*REPLICA_NAMES, MIRRORED, CENTRAL_STORAGE)
 NAMES = SINGLE_DEVICE_NAMES + DATA_PARALLEL_NAMES
 MODEL_NAMES = ("cnn", "mlp")
 NUM_CLASSES = 10
-_mirrored_instances = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,71 +77,23 @@ def contestants(device_counts: Sequence[int], names: Sequence[str] = NAMES) -> l
     return chosen
 
 
-def cpu_devices(count: int) -> list[str]:
-    """The names of the first `count` logical CPUs, e.g. ["/cpu:0", "/cpu:1"]."""
-    return [f"/cpu:{index}" for index in range(count)]
-
-
-def configure_logical_cpus(count: int) -> None:
-    """Splits the host CPU into `count` logical devices; must run before TensorFlow initializes.
-
-    Raises:
-        RuntimeError: when TensorFlow already initialized with fewer logical CPUs.
-    """
-    cpu = tf.config.list_physical_devices("CPU")[0]
-    with contextlib.suppress(RuntimeError):  # Already initialized: checked below.
-        tf.config.set_logical_device_configuration(
-            cpu, [tf.config.LogicalDeviceConfiguration()] * count
-        )
-    available = len(tf.config.list_logical_devices("CPU"))
-    if available < count:
-        raise RuntimeError(
-            f"Need {count} logical CPUs but TensorFlow initialized with {available}; configure "
-            "them before anything else uses TensorFlow."
-        )
-
-
 def make_strategy(
     contestant: Contestant, devices: Sequence[str] | None = None
 ) -> tf.distribute.Strategy | None:
     """The contestant's strategy, or None for no strategy.
 
-    Its replicas run on `devices`, by default `cpu_devices(contestant.device_count)`;
-    ReplicaStrategy's parameter device is "/cpu:0" either way.
-
-    Every MirroredStrategy gets its own range of collective group keys, as TensorFlow's own
-    tests do (`_collective_key_base`): on CPUs it all-reduces with collective ops whose group
-    keys start at 1 in every instance, so a second instance with another device count in the
-    same process fails ("joining a group with size 4, but that group has size 2").
+    Its replicas run on `devices`, by default the first `contestant.device_count` logical CPUs;
+    ReplicaStrategy's parameter device is "/cpu:0" either way. `make_strategy` of
+    `replica_strategy.strategies` builds it, so that every MirroredStrategy in the process gets
+    collective keys of its own.
     """
-    devices = list(devices or cpu_devices(contestant.device_count))
-    if contestant.name == NO_STRATEGY:
+    strategy = find(Strategy, contestant.name)
+    if strategy is None:
+        raise ValueError(f"Unknown contestant {contestant.name!r}; expected one of {list(NAMES)}.")
+    if strategy.library_name is None:
         return None
-    if contestant.name == ONE_DEVICE:
-        return tf.distribute.OneDeviceStrategy(devices[0])
-    if contestant.name == REPLICA:
-        return replica_strategy.ReplicaStrategy(devices)
-    if contestant.name == MIRROR_WEIGHTS:
-        return replica_strategy.ReplicaStrategy(devices, mirror_weights=True)
-    if contestant.name == MIRRORED:
-        return _mirrored_strategy(devices)
-    if contestant.name == CENTRAL_STORAGE:
-        return tf.distribute.experimental.CentralStorageStrategy(
-            compute_devices=devices, parameter_device="/cpu:0"
-        )
-    raise ValueError(f"Unknown contestant {contestant.name!r}; expected one of {list(NAMES)}.")
-
-
-def _mirrored_strategy(devices: list[str]) -> tf.distribute.MirroredStrategy:
-    global _mirrored_instances
-    _mirrored_instances += 1
-    mirrored_class = tf.distribute.MirroredStrategy
-    default_base = mirrored_class._collective_key_base
-    mirrored_class._collective_key_base = 10_000 * _mirrored_instances
-    try:
-        return mirrored_class(devices)
-    finally:
-        mirrored_class._collective_key_base = default_base
+    devices = list(devices or logical_devices.cpu_names(contestant.device_count))
+    return strategies.make_strategy(strategy.library_name, devices, **strategy.replica_options)
 
 
 def scope(strategy: tf.distribute.Strategy | None):
@@ -214,17 +168,11 @@ def recording_variables() -> Iterator[list[tf.Variable]]:
         yield created
 
 
-def canonical_device(name: str) -> str:
-    """'/job:localhost/replica:0/task:0/device:CPU:1' -> '/cpu:1'."""
-    spec = tf.DeviceSpec.from_string(name)
-    return f"/{spec.device_type.lower()}:{spec.device_index}"
-
-
 def variable_bytes_per_device(variables: Sequence[tf.Variable]) -> dict[str, int]:
     """{device, e.g. "/cpu:1": bytes of the distinct `variables` placed there}."""
     per_device: dict[str, int] = {}
     for variable in {id(variable): variable for variable in variables}.values():
-        device = canonical_device(variable.device)
+        device = devices_lib.short_name(variable.device)
         size = variable.shape.num_elements() * variable.dtype.size
         per_device[device] = per_device.get(device, 0) + size
     return dict(sorted(per_device.items()))

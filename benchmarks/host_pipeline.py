@@ -6,9 +6,9 @@ go back out. If every write waits only for its own variable's gradient, and ever
 only for its own variable's update, TensorFlow's executor, which runs an op as soon as its inputs
 are ready, overlaps the stages across variables: one variable's gradient crosses PCIe while
 another's is updated and a third's is sent back. Then the chain costs about its slowest stage,
-not the sum of its stages (benchmarks/scaling_model.py, "pipelined"). One op that joins all
-gradients first (a global norm for `global_clipnorm`, the all-finite check of loss scaling) makes
-it a barrier and the stages run one after another.
+not the sum of its stages (`pipelined_milliseconds` in benchmarks/gpu_model/costs.py). One
+op that joins all gradients first (a global norm for `global_clipnorm`, the all-finite check of
+loss scaling) makes it a barrier and the stages run one after another.
 
 That is a property of the executed graph, not of timing, so it is read from the partition graphs
 of the step TensorFlow ran (`enable_run_metadata`), linking each `_Recv` to its `_Send`:
@@ -25,9 +25,15 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 
+import keras
+import numpy as np
+import tensorflow as tf
 from absl import app, flags
+from tensorflow.python.eager import context
 
+import replica_strategy
 from benchmarks import traffic
+from replica_strategy import devices, logical_devices
 
 HOST = traffic.HOST  # the parameter device; the replicas are /cpu:1 ... /cpu:N
 # Ops that write a resource variable: Keras 3's Adam ends with AssignSubVariableOp, FusedAdam and
@@ -67,10 +73,6 @@ def _is_write(op: str) -> bool:
 
 def host_waits(function_graph, host: str = HOST) -> HostWaits:
     """Reads `HostWaits` from one function's partition graphs (a `RunMetadata.FunctionGraphs`)."""
-    import tensorflow as tf  # noqa: PLC0415
-
-    from benchmarks import contestants  # noqa: PLC0415  (imports TensorFlow)
-
     nodes = {
         node.name: node for partition in function_graph.partition_graphs for node in partition.node
     }
@@ -106,7 +108,7 @@ def host_waits(function_graph, host: str = HOST) -> HostWaits:
         return ancestors_cache[name]
 
     def on_host(node):
-        return contestants.canonical_device(node.device) == host
+        return devices.short_name(node.device) == host
 
     floats = (
         tf.float32.as_datatype_enum,
@@ -118,7 +120,7 @@ def host_waits(function_graph, host: str = HOST) -> HostWaits:
         for node in nodes.values()
         if node.op == "_Recv"
         and on_host(node)
-        and contestants.canonical_device(node.attr["send_device"].s.decode()) != host
+        and devices.short_name(node.attr["send_device"].s.decode()) != host
         and node.attr["tensor_type"].type in floats
     }
     sends_to_replicas = [
@@ -126,7 +128,7 @@ def host_waits(function_graph, host: str = HOST) -> HostWaits:
         for node in nodes.values()
         if node.op == "_Send"
         and on_host(node)
-        and contestants.canonical_device(node.attr["recv_device"].s.decode()) != host
+        and devices.short_name(node.attr["recv_device"].s.decode()) != host
     ]
     float_sends = [node.name for node in sends_to_replicas if node.attr["T"].type in floats]
     writes = [
@@ -158,12 +160,6 @@ def measure(replicas: int, mirror_weights: bool, optimizer: str, layers: int = 3
             Keras' AdamW) or "+loss_scale" (Keras' `LossScaleOptimizer`).
         layers: Hidden Dense layers; each adds two trainable variables.
     """
-    import keras  # noqa: PLC0415
-    import numpy as np  # noqa: PLC0415
-    from tensorflow.python.eager import context  # noqa: PLC0415
-
-    import replica_strategy  # noqa: PLC0415
-
     name, _, modifier = optimizer.partition("+")
     optimizer_class = {"adam": keras.optimizers.Adam, "fused_adam": replica_strategy.FusedAdam}[
         name
@@ -237,10 +233,8 @@ def table(replica_counts: Sequence[int]) -> str:
 def main(argv: Sequence[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}.")
-    from benchmarks import contestants  # noqa: PLC0415  (imports TensorFlow)
-
     replica_counts = [int(count) for count in flags.FLAGS.replica_counts]
-    contestants.configure_logical_cpus(max(replica_counts) + 1)
+    logical_devices.split_cpu(max(replica_counts) + 1)
     print(table(replica_counts))
 
 

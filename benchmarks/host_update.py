@@ -2,7 +2,7 @@
 parameters.
 
 With `ReplicaStrategy`'s weights on the host (either mode), the host runs the optimizer update
-once per step, so its speed is an input of the GPU model (scaling_model.py). Measured here on
+once per step, so its speed is an input of the GPU model (benchmarks/gpu_model/). Measured here on
 /cpu:0, alternately so machine noise hits all alike, each `apply_gradients` inside a
 `tf.function` as `fit` calls it, on Keras variables of the same sizes:
 - `keras.optimizers.Adam`: in the TensorFlow backend a chain of element-wise ops (subtract,
@@ -32,7 +32,12 @@ import statistics
 import time
 from collections.abc import Callable, Sequence
 
+import keras
+import tensorflow as tf
 from absl import app, flags
+
+import replica_strategy
+from benchmarks import machine
 
 _VARIABLE_SIZE = 1_000_000  # parameters per variable: a 50M model is 50 variables
 FUSED_ADAM_PASSES = 7  # ResourceApplyAdam reads weights, gradients, m, v; writes weights, m, v
@@ -75,10 +80,6 @@ def adam_update(parameters: int, repetitions: int) -> dict:
         {"parameters", "keras", "fused", "kernel": timings {"min_ms", "median_ms"} per update,
         "keras_over_fused", "fused_over_kernel": median paired time ratios}.
     """
-    import keras  # noqa: PLC0415
-    import tensorflow as tf  # noqa: PLC0415
-
-    import replica_strategy  # noqa: PLC0415
 
     sizes = [_VARIABLE_SIZE] * (parameters // _VARIABLE_SIZE) or [parameters]
     with tf.device(_HOST):
@@ -138,13 +139,9 @@ def measure(sizes: Sequence[int], repetitions: int) -> dict:
     Returns:
         {"date", "machine", "adam": [adam_update results]}.
     """
-    import os  # noqa: PLC0415
-
-    from benchmarks import suite  # noqa: PLC0415  (the machine description)
-
     return {
         "date": datetime.datetime.now().strftime("%Y-%m-%d %H:%M"),
-        "machine": {"cores": os.cpu_count(), "cpu_model": suite.cpu_model()},
+        "machine": machine.description(),
         "adam": [adam_update(size, repetitions) for size in sizes],
     }
 

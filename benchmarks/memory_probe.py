@@ -18,7 +18,11 @@ import json
 import pathlib
 from collections.abc import Sequence
 
+import tensorflow as tf
 from absl import app, flags
+
+from benchmarks import contestants as contestants_lib
+from replica_strategy import logical_devices
 
 _CONTESTANT = flags.DEFINE_string("contestant", "ReplicaStrategy", "Strategy name.")
 _DEVICE_COUNT = flags.DEFINE_integer("device_count", 1, "Logical CPUs (replicas).")
@@ -46,11 +50,7 @@ def probe(contestant_name: str, device_count: int, width: int, layers: int, batc
         A dict: parameters, variable_bytes, variable_bytes_per_device, rss_after_import_bytes,
         peak_rss_bytes.
     """
-    from benchmarks import contestants as contestants_lib
-
-    contestants_lib.configure_logical_cpus(device_count + 1)
-    import tensorflow as tf
-
+    logical_devices.split_cpu(device_count + 1)
     rss_after_import = _memory_bytes("VmRSS")
     contestant = contestants_lib.Contestant(contestant_name, device_count)
     replicas = [f"/cpu:{index}" for index in range(1, device_count + 1)]

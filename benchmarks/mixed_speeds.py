@@ -39,13 +39,18 @@ import statistics
 import time
 from collections.abc import Sequence
 
+import keras
 import numpy as np
+import tensorflow as tf
 from absl import app, flags
+
+import replica_strategy
+from benchmarks.placements import Strategy
 
 EVEN = "ReplicaStrategy split=even"
 STATIC = "ReplicaStrategy split=true speeds"
 AUTO = "ReplicaStrategy split=auto"
-MIRRORED = "MirroredStrategy"
+MIRRORED = Strategy.MIRRORED
 NAMES = (EVEN, STATIC, AUTO, MIRRORED)
 HOST = "/cpu:0"
 REPLICAS = ("/cpu:1", "/cpu:2")
@@ -115,9 +120,7 @@ class Settings:
 
 
 def _simulated_device_time_layer():
-    """`SimulatedDeviceTime`, a Keras layer (defined on first use: importing Keras is slow)."""
-    import keras  # noqa: PLC0415
-    import tensorflow as tf  # noqa: PLC0415
+    """`SimulatedDeviceTime`, the Keras layer class that simulates slower devices."""
 
     class SimulatedDeviceTime(keras.layers.Layer):
         """Identity that first sleeps `seconds_per_row[replica] * rows` (the simulation).
@@ -162,9 +165,6 @@ def _sleep_then_return(inputs: np.ndarray, seconds) -> np.ndarray:
 
 def make_strategy(name: str, settings: Settings):
     """The contestant's strategy on `REPLICAS` (ReplicaStrategy's parameter device `HOST`)."""
-    import tensorflow as tf  # noqa: PLC0415
-
-    import replica_strategy  # noqa: PLC0415
 
     if name == MIRRORED:
         return tf.distribute.MirroredStrategy(list(REPLICAS))
@@ -176,8 +176,6 @@ class Workload:
     """The model under one contestant, trained window by window with `fit`."""
 
     def __init__(self, name: str, settings: Settings):
-        import keras  # noqa: PLC0415
-        import tensorflow as tf  # noqa: PLC0415
 
         self.name = name
         self.settings = settings
@@ -208,7 +206,6 @@ class Workload:
     def run(self, steps: int) -> float:
         """Trains `steps` + 1 steps; returns the time of the last `steps` (from the end of the
         first batch to the end of the last: no per-call set-up of `fit` inside)."""
-        import keras  # noqa: PLC0415
 
         stamps = []
         reads_split = self.name == AUTO  # the others' split does not change
@@ -296,7 +293,6 @@ def measure(settings: Settings) -> dict:
         window), "failed", "initial_split", "fractions" (`auto`'s after each step),
         "final_split" (the splits None for MirroredStrategy), "retraces"]}, JSON-serializable.
     """
-    import tensorflow as tf  # noqa: PLC0415
 
     settings.validate()
     rows = {name: {"name": name, "seconds": [], "failed": None} for name in NAMES}
@@ -517,9 +513,8 @@ def main(argv: Sequence[str]) -> None:
         settings.validate()
     except ValueError as error:
         raise app.UsageError(str(error)) from None
-    from benchmarks import contestants  # noqa: PLC0415  (imports TensorFlow)
 
-    contestants.configure_logical_cpus(len(REPLICAS) + 1)
+    replica_strategy.logical_devices.split_cpu(len(REPLICAS) + 1)
     results = measure(settings)
     print(markdown(results))
     if values.plot_out and write_plot(results, pathlib.Path(values.plot_out)):

@@ -1,7 +1,7 @@
 """Turns the benchmark's raw measurements into summaries, Markdown tables, JSON and a PNG.
 
-Raw measurements, as `benchmark.py` collects them:
-- throughput: {(mode, model, label): Cell}, a Cell holding the window times of one contestant;
+Raw measurements, as `suite.run` collects them:
+- throughput: {(mode, model, label): workloads.Cell}, the window times of one contestant;
 - memory: [{"contestant", "device_count", "runs": [probe results]}].
 """
 
@@ -14,24 +14,10 @@ from collections.abc import Sequence
 
 from benchmarks import contestants as contestants_lib
 from benchmarks import host_update, mixed_speeds, traffic
+from benchmarks.workloads import Cell
 
 _MEGABYTE = 2**20
 _HOST = "/cpu:0"  # the memory probe's and traffic meter's host; replicas are /cpu:1 ... /cpu:N
-
-
-@dataclasses.dataclass
-class Cell:
-    """The measurements of one contestant in one mode on one model.
-
-    Attributes:
-        contestant: Who ran.
-        seconds: Wall time of each timed window, in repetition order.
-        failed: "failed: <reason>" when the contestant could not run, else None.
-    """
-
-    contestant: contestants_lib.Contestant
-    seconds: list[float] = dataclasses.field(default_factory=list)
-    failed: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)

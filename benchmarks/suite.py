@@ -1,7 +1,7 @@
 """The benchmark run: interleaved throughput windows, memory probes, and the written results.
 
-`benchmark.py` turns flags into a `Settings` and calls `run` then `write_outputs`; tests call
-them directly with tiny settings.
+`benchmark.py` turns flags into a `Settings`, calls `run`, then `outputs.write_outputs`; tests
+call them directly with tiny settings.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import datetime
 import json
 import os
 import pathlib
-import platform
 import random
 import subprocess
 import sys
@@ -21,7 +20,7 @@ import tensorflow as tf
 from absl import logging
 
 from benchmarks import contestants as contestants_lib
-from benchmarks import mixed_speeds, plots, report, traffic, workloads
+from benchmarks import machine, traffic, workloads
 
 # Not resolve(): under Bazel the runfiles tree (symlinks) is the repository to run from.
 _REPOSITORY = pathlib.Path(__file__).absolute().parent.parent
@@ -29,8 +28,8 @@ MEMORY_CONTESTANTS = (*contestants_lib.REPLICA_NAMES, contestants_lib.MIRRORED)
 # Every workload built, kept until the process ends. Deleting the custom loop's distributed
 # iterator (an endless dataset, read inside a tf.function) of ReplicaStrategy or MirroredStrategy
 # on 2 devices takes 20-40 s in TensorFlow 2.21 (CentralStorageStrategy's: 0.3 s; the difference
-# is the partial-batch handling, get_next_as_optional); with two dozen workloads freed at once it
-# looked like a hang. `benchmark.py` exits without that teardown (os._exit).
+# is the partial-batch handling, get_next_as_optional), so freeing two dozen workloads at once
+# looks like a hang. `benchmark.py` exits without that teardown (os._exit).
 LIVE_WORKLOADS: list = []
 
 
@@ -140,7 +139,7 @@ def _build_workloads(settings: Settings, cells: dict) -> list:
         ):
             keys = [(mode, model, contestant.label) for mode in settings.modes]
             for key in keys:
-                cells[key] = report.Cell(contestant)
+                cells[key] = workloads.Cell(contestant)
             try:
                 workload = workloads.Workload(contestant, model, settings.global_batch)
                 LIVE_WORKLOADS.append(workload)
@@ -163,7 +162,7 @@ def measure_throughput(settings: Settings) -> dict:
     """Times every contestant, interleaved: each repetition runs one window of each.
 
     Returns:
-        {(mode, model, contestant label): report.Cell}.
+        {(mode, model, contestant label): workloads.Cell}.
     """
     cells: dict = {}
     tasks = _build_workloads(settings, cells)
@@ -280,22 +279,11 @@ def _run_json(command: list[str]) -> dict:
     return json.loads(lines[-1])
 
 
-def cpu_model() -> str:
-    """The host CPU's model name from /proc/cpuinfo, else what `platform` says."""
-    try:
-        for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
 def run(settings: Settings) -> dict:
     """Measures throughput; then memory and traffic at once (child processes, not timed); then
     the host update alone (timed). Returns everything `write_outputs` needs.
 
-    Needs `settings.max_device_count` logical CPUs (`contestants.configure_logical_cpus`).
+    Needs `settings.max_device_count` logical CPUs (`replica_strategy.logical_devices.split_cpu`).
     """
     settings.validate()
     cells = measure_throughput(settings)
@@ -307,8 +295,7 @@ def run(settings: Settings) -> dict:
     return {
         "date": datetime.datetime.now().strftime("%Y-%m-%d %H:%M"),
         "machine": {
-            "cores": os.cpu_count(),
-            "cpu_model": cpu_model(),
+            **machine.description(),
             "tensorflow": tf.__version__,
             "keras": tf.keras.version(),
             "replica_strategy": str(pathlib.Path(contestants_lib.replica_strategy.__file__).parent),
@@ -322,29 +309,3 @@ def run(settings: Settings) -> dict:
             measure_mixed_speeds(settings) if settings.mixed_speed_repetitions else {}
         ),
     }
-
-
-def write_outputs(results: dict, output_dir: pathlib.Path) -> dict[str, pathlib.Path]:
-    """Writes results.json, results.md and (with matplotlib) results.png, headline.png and
-    mixed_speeds.png.
-
-    Returns:
-        {"json", "markdown"[, "plot"][, "headline"][, "mixed_speeds_plot"]}: the paths written
-        into `output_dir`.
-    """
-    output_dir.mkdir(parents=True, exist_ok=True)
-    paths = {"json": output_dir / "results.json", "markdown": output_dir / "results.md"}
-    paths["json"].write_text(report.to_json(results))
-    paths["markdown"].write_text(report.markdown(results))
-    plot_path, headline_path = output_dir / "results.png", output_dir / "headline.png"
-    if plots.write_results_plot(results, plot_path):
-        paths["plot"] = plot_path
-    else:
-        logging.warning("matplotlib is not installed: no plot (pip install matplotlib).")
-    if plots.write_headline(results, headline_path):
-        paths["headline"] = headline_path
-    mixed = results.get("mixed_speeds") or {}
-    mixed_path = output_dir / "mixed_speeds.png"
-    if "rows" in mixed and mixed_speeds.write_plot(mixed, mixed_path):
-        paths["mixed_speeds_plot"] = mixed_path
-    return paths

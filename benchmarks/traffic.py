@@ -41,12 +41,19 @@ import sys
 import tempfile
 from collections.abc import Iterable, Sequence
 
+import tensorflow as tf
 from absl import app, flags
+from tensorflow.core.framework import types_pb2
+from tensorflow.python.eager import context
 
-NO_STRATEGY = "no strategy"
-MIRRORED = "MirroredStrategy"
-REPLICA = "ReplicaStrategy"
-MIRROR_WEIGHTS = "ReplicaStrategy, mirror_weights"
+import replica_strategy
+from benchmarks import contestants
+from benchmarks.placements import Strategy
+
+NO_STRATEGY = Strategy.NO_STRATEGY
+MIRRORED = Strategy.MIRRORED
+REPLICA = Strategy.REPLICA
+MIRROR_WEIGHTS = Strategy.MIRROR_WEIGHTS
 CONFIGURATIONS = (NO_STRATEGY, MIRRORED, REPLICA, MIRROR_WEIGHTS)
 HOST = "/cpu:0"
 # Pair classes of (sender, receiver).
@@ -117,8 +124,6 @@ def class_totals(pairs: dict[str, int]) -> dict[str, int]:
 
 
 def _tensor_bytes(tensor: LoggedTensor) -> int:
-    import tensorflow as tf  # noqa: PLC0415
-    from tensorflow.core.framework import types_pb2  # noqa: PLC0415
 
     size = tf.as_dtype(types_pb2.DataType.Value(tensor.dtype)).size
     count = 1
@@ -128,10 +133,6 @@ def _tensor_bytes(tensor: LoggedTensor) -> int:
 
 
 def _make_strategy(configuration: str, replicas: int):
-    import tensorflow as tf  # noqa: PLC0415
-
-    import replica_strategy  # noqa: PLC0415
-
     devices = [f"/cpu:{index}" for index in range(1, replicas + 1)]
     if configuration == NO_STRATEGY:
         return None
@@ -169,15 +170,13 @@ def training_function_graph(run_metadata):
 
 def _training_recvs(run_metadata) -> dict[str, tuple[str, str]]:
     """{_Recv node: (sender, receiver)} of the training step's function graph."""
-    from benchmarks import contestants  # noqa: PLC0415  (imports TensorFlow)
-
     graph = training_function_graph(run_metadata)
     if graph is None:
         return {}
     return {
         node.name: (
-            contestants.canonical_device(node.attr["send_device"].s.decode()),
-            contestants.canonical_device(node.attr["recv_device"].s.decode()),
+            replica_strategy.devices.short_name(node.attr["send_device"].s.decode()),
+            replica_strategy.devices.short_name(node.attr["recv_device"].s.decode()),
         )
         for partition in graph.partition_graphs
         for node in partition.node
@@ -220,14 +219,7 @@ def measure(configuration: str, replicas: int, width: int, layers: int, steps: i
         elements delivered per step), variable_bytes ({device: bytes of variables there}),
         replica_strategy (where the package was imported from); or {"unavailable": reason}.
     """
-    from benchmarks import contestants  # noqa: PLC0415  (imports TensorFlow)
-
-    contestants.configure_logical_cpus(replicas + 1)
-    import tensorflow as tf  # noqa: PLC0415
-    from tensorflow.python.eager import context  # noqa: PLC0415
-
-    import replica_strategy  # noqa: PLC0415
-
+    replica_strategy.logical_devices.split_cpu(replicas + 1)
     try:
         strategy = _make_strategy(configuration, replicas)
     except Unavailable as reason:

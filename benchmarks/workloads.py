@@ -7,6 +7,7 @@ is the time from the end of its first batch to the end of its K + 1-th.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import tensorflow as tf
@@ -17,6 +18,21 @@ FIT = "fit"
 PREDICT = "predict"
 CUSTOM_LOOP = "custom_loop"
 MODES = (FIT, PREDICT, CUSTOM_LOOP)
+
+
+@dataclasses.dataclass
+class Cell:
+    """The measurements of one contestant in one mode on one model.
+
+    Attributes:
+        contestant: Who ran.
+        seconds: Wall time of each timed window, in repetition order.
+        failed: "failed: <reason>" when the contestant could not run, else None.
+    """
+
+    contestant: contestants_lib.Contestant
+    seconds: list[float] = dataclasses.field(default_factory=list)
+    failed: str | None = None
 
 
 class _BatchEndTimer(tf.keras.callbacks.Callback):

@@ -14,9 +14,9 @@ graph, every replica's gradient is one cross-replica reduction's result; eagerly
 are equal), and a `NotImplementedError` says how to fix the call when it does not hold.
 
 Installed on the classes once, when a `ReplicaStrategy` scope is entered (`install`); other
-strategies pass straight through. Tested by `tests/integration/tf_keras_test.py::AggregationTest` and the
-upstream tests in `tests/upstream_tf_keras_distribute_test.py`, which fail if tf_keras renames
-the method or its flags.
+strategies pass straight through. Tested by `tests/tf_keras_optimizer_test.py::AggregationTest`
+and tf_keras' own `custom_training_loop_optimizer_test.py` (vendored in `tests/upstream/tf_keras/`),
+which fail if tf_keras renames the method or its flags.
 """
 
 from __future__ import annotations

@@ -97,61 +97,6 @@ class ClippingTest(tf.test.TestCase, parameterized.TestCase):
         self.assertLess(keras_testing.max_weight_difference(template, reference), 1e-5)
 
 
-class UpstreamTransformedGradientsTest(tf.test.TestCase, parameterized.TestCase):
-    """tf-keras' `test_gradient_clipping` and `test_custom_gradient_transformation`.
-
-    From tf_keras/distribute/distribute_strategy_test.py at commit
-    dd0a7237b9b24132dba3f491f3c84b0094ab796e (TestDistributionStrategyWithKerasModels), where
-    they run over every strategy: the same layers, optimizers, data and expected values, here
-    under ReplicaStrategy on two replicas in each placement.
-    """
-
-    @parameterized.parameters(*placements.PLACEMENTS)
-    def test_gradient_clipping(self, placement):
-        class MyLayer(tf_keras.layers.Layer):
-            def build(self, _):
-                self.v1 = tf.Variable(1.0)
-                self.v2 = tf.Variable(1.0)
-
-            def call(self, x):
-                return 3 * self.v1 - 3 * self.v2
-
-        x, y = np.ones((10, 1)), np.ones((10, 1))
-        with _strategy(placement).scope():
-            layer = MyLayer()
-            model = tf_keras.Sequential([layer])
-            optimizer = tf_keras.optimizers.legacy.SGD(1.0, clipnorm=2.0, clipvalue=2.0)
-        model.compile(optimizer, "mae")
-        model.fit(x, y, batch_size=10, epochs=1, verbose=0)
-        self.assertAllClose(layer.v1, 3.0)
-        self.assertAllClose(layer.v2, -1.0)
-
-    @parameterized.parameters(*placements.PLACEMENTS)
-    def test_custom_gradient_transformation(self, placement):
-        class MyLayer(tf_keras.layers.Layer):
-            def build(self, _):
-                self.v1 = tf.Variable(1.0)
-                self.v2 = tf.Variable(-1.0)
-
-            def call(self, x):
-                return x + self.v1 + self.v2
-
-        def custom_transform(grads_and_vars):
-            return [(tf.ones_like(gradient), variable) for gradient, variable in grads_and_vars]
-
-        x, y = np.ones((10, 1)), np.ones((10, 1))
-        with _strategy(placement).scope():
-            layer = MyLayer()
-            model = tf_keras.Sequential([layer])
-            optimizer = tf_keras.optimizers.legacy.SGD(
-                1.0, gradient_transformers=[custom_transform]
-            )
-        model.compile(optimizer, "mae")
-        model.fit(x, y, batch_size=10, epochs=1, verbose=0)
-        self.assertAllClose(layer.v1, 0.0)
-        self.assertAllClose(layer.v2, -2.0)
-
-
 # How each optimizer class is told not to aggregate.
 _NOT_AGGREGATED = {
     "legacy": (

@@ -13,7 +13,16 @@ import virtual_devices  # noqa: F401  (splits the CPU into logical devices on im
 import tensorflow as tf
 
 import replica_strategy
-from benchmarks import contestants, host_update, mixed_speeds, report, suite, traffic, workloads
+from benchmarks import (
+    contestants,
+    host_update,
+    mixed_speeds,
+    outputs,
+    report,
+    suite,
+    traffic,
+    workloads,
+)
 
 _DEVICE_COUNTS = (1, 2)
 _TINY = suite.Settings(
@@ -113,7 +122,7 @@ class BenchmarkRunTest(tf.test.TestCase):
 
     def test_write_outputs_writes_json_markdown_and_plot(self):
         with tempfile.TemporaryDirectory() as directory:
-            paths = suite.write_outputs(self.results, pathlib.Path(directory) / "results")
+            paths = outputs.write_outputs(self.results, pathlib.Path(directory) / "results")
             for path in paths.values():
                 self.assertTrue(path.exists(), msg=str(path))
             raw = json.loads(paths["json"].read_text())
@@ -280,7 +289,7 @@ class SettingsTest(tf.test.TestCase):
 
 class ReportTest(tf.test.TestCase):
     def test_a_failed_contestant_shows_its_reason_in_its_cell(self):
-        failed = report.Cell(
+        failed = workloads.Cell(
             contestants.Contestant("CentralStorageStrategy", 2), failed="failed: x"
         )
         cells = {("fit", "mlp", failed.contestant.label): failed}
@@ -290,7 +299,7 @@ class ReportTest(tf.test.TestCase):
     def test_paired_ratio_divides_repetition_by_repetition(self):
         entry = contestants.Contestant("ReplicaStrategy", 1)
         ratio = report.paired_ratio(
-            report.Cell(entry, [2.0, 6.0, 3.0]), report.Cell(entry, [1.0, 2.0, 3.0])
+            workloads.Cell(entry, [2.0, 6.0, 3.0]), workloads.Cell(entry, [1.0, 2.0, 3.0])
         )
         self.assertEqual((ratio.minimum, ratio.median, ratio.maximum), (1.0, 2.0, 3.0))
 

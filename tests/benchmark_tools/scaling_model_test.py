@@ -1,45 +1,33 @@
-"""Invariants of benchmarks/scaling_model.py, the step-time model behind benchmarks/SCALING.md.
+"""Invariants of benchmarks/gpu_model/, the step-time model behind benchmarks/SCALING.md.
 
 Run from the repository root: `python -m pytest tests/benchmark_tools/scaling_model_test.py` or
 `python tests/benchmark_tools/scaling_model_test.py`. No TensorFlow needed.
 """
 
 import dataclasses
-import importlib.util
 import math
 import pathlib
-import sys
 
 from absl.testing import absltest, parameterized
+
+from benchmarks.gpu_model import costs, memory, mixed_pair, step_time
+from benchmarks.gpu_model import hardware as facts
+from benchmarks.gpu_model import markdown as rendering
+from benchmarks.gpu_model import scaling as gpu_scaling
 
 _REPOSITORY = pathlib.Path(__file__).resolve().parents[2]
 
 
-def _load_scaling_model():
-    """Imports benchmarks/scaling_model.py once: benchmarks/ holds scripts, not a package."""
-    if "scaling_model" in sys.modules:  # Its absl flags may be defined only once per process.
-        return sys.modules["scaling_model"]
-    spec = importlib.util.spec_from_file_location(
-        "scaling_model", _REPOSITORY / "benchmarks" / "scaling_model.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-scaling_model = _load_scaling_model()
-
-_HARDWARE = scaling_model.Hardware()
-_REPLICA_COUNTS = scaling_model.DEFAULT_REPLICA_COUNTS
+_HARDWARE = facts.Hardware()
+_REPLICA_COUNTS = gpu_scaling.DEFAULT_REPLICA_COUNTS
 
 
 def _by_case(hardware=_HARDWARE):
     """Per (model, precision, scaling) case: {(placement, replicas): point}."""
-    for model in scaling_model.MODELS:
-        for precision in scaling_model.PRECISIONS:
-            for scaling in scaling_model.default_scalings():
-                points = scaling_model.scaling_points(
+    for model in facts.MODELS:
+        for precision in facts.PRECISIONS:
+            for scaling in gpu_scaling.default_scalings():
+                points = gpu_scaling.scaling_points(
                     hardware, model, precision, scaling, _REPLICA_COUNTS
                 )
                 yield {(point.placement, point.replicas): point for point in points}
@@ -47,36 +35,36 @@ def _by_case(hardware=_HARDWARE):
 
 def _all_points(hardware=_HARDWARE):
     """Every (model, precision, scaling) case's rows at the default GPU counts."""
-    for model in scaling_model.MODELS:
-        for precision in scaling_model.PRECISIONS:
-            for scaling in scaling_model.default_scalings():
-                yield from scaling_model.scaling_points(
+    for model in facts.MODELS:
+        for precision in facts.PRECISIONS:
+            for scaling in gpu_scaling.default_scalings():
+                yield from gpu_scaling.scaling_points(
                     hardware, model, precision, scaling, _REPLICA_COUNTS
                 )
 
 
 class InputsTest(absltest.TestCase):
     def test_measured_points_are_reproduced_exactly(self):
-        # Interpolation must return GPU_FACTS.md's figures at the points it measured.
-        for model in scaling_model.MODELS:
+        # Interpolation must return the H200 figures (gpu_model/SOURCES.md) at the points it measured.
+        for model in facts.MODELS:
             for precision, points in model.step_milliseconds.items():
                 for batch, milliseconds in points:
                     self.assertAlmostEqual(
-                        scaling_model.replica_compute_milliseconds(model, precision, batch),
+                        gpu_scaling.replica_compute_milliseconds(model, precision, batch),
                         milliseconds,
                     )
-        reference_bytes = _HARDWARE.host_sum_parameter_count * scaling_model.FLOAT32_BYTES
+        reference_bytes = _HARDWARE.host_sum_parameter_count * facts.FLOAT32_BYTES
         for replicas, milliseconds in _HARDWARE.host_sum_milliseconds:
             self.assertAlmostEqual(
-                scaling_model.host_sum_milliseconds(_HARDWARE, replicas, reference_bytes),
+                costs.host_sum_milliseconds(_HARDWARE, replicas, reference_bytes),
                 milliseconds,
             )
 
     def test_one_gradient_copy_needs_no_sum(self):
-        self.assertEqual(scaling_model.host_sum_milliseconds(_HARDWARE, 1, 1e9), 0.0)
+        self.assertEqual(costs.host_sum_milliseconds(_HARDWARE, 1, 1e9), 0.0)
 
     def test_strong_scaling_gives_the_busiest_gpu_the_larger_share(self):
-        scaling = scaling_model.Scaling("strong", 10)
+        scaling = gpu_scaling.Scaling("strong", 10)
         self.assertEqual(scaling.per_replica_batch(4), 3)
         self.assertEqual(scaling.global_batch(4), 10)
 
@@ -117,8 +105,8 @@ class StepTimeTest(parameterized.TestCase):
         fused = dataclasses.replace(_HARDWARE, host_optimizer="fused")
         keras_adam = dataclasses.replace(_HARDWARE, host_optimizer="keras")
         self.assertLess(
-            scaling_model.host_update_milliseconds(fused, 10**6),
-            scaling_model.host_update_milliseconds(keras_adam, 10**6),
+            costs.host_update_milliseconds(fused, 10**6),
+            costs.host_update_milliseconds(keras_adam, 10**6),
         )
         for placement_points in _by_case():
             for replicas in _REPLICA_COUNTS:
@@ -129,16 +117,16 @@ class StepTimeTest(parameterized.TestCase):
 
     def test_break_even_bandwidth_gives_the_fraction(self):
         # At the returned host bandwidth, serial mirror_weights runs at 90% of Mirrored.
-        model = scaling_model.MODELS[0]
-        gbps = scaling_model.break_even_host_gbps(_HARDWARE, model, "fp32", 128, 8, 0.9)
+        model = facts.MODELS[0]
+        gbps = gpu_scaling.break_even_host_gbps(_HARDWARE, model, "fp32", 128, 8, 0.9)
         # The host streaming bandwidth is the slope of the sums: scale the sums to reach `gbps`.
-        factor = scaling_model.host_streaming_gbps(_HARDWARE) / gbps
+        factor = costs.host_streaming_gbps(_HARDWARE) / gbps
         sums = tuple((count, ms * factor) for count, ms in _HARDWARE.host_sum_milliseconds)
         hardware = dataclasses.replace(_HARDWARE, host_sum_milliseconds=sums)
-        scaling = scaling_model.Scaling("weak", 128)
+        scaling = gpu_scaling.Scaling("weak", 128)
         points = {
             point.placement: point
-            for point in scaling_model.scaling_points(hardware, model, "fp32", scaling, [8])
+            for point in gpu_scaling.scaling_points(hardware, model, "fp32", scaling, [8])
         }
         self.assertAlmostEqual(
             points["mirror_weights"].samples_per_second / points["mirrored"].samples_per_second,
@@ -179,18 +167,18 @@ class StepTimeTest(parameterized.TestCase):
         private = dataclasses.replace(_HARDWARE, gpus_per_pcie_uplink=1)
         gradient_bytes = 1e8
         for placement in ("cpu_pinned", "cpu_pageable"):
-            slow = scaling_model.step_time(placement, shared, 25_000_000, 8, 10.0, gradient_bytes)
-            fast = scaling_model.step_time(placement, private, 25_000_000, 8, 10.0, gradient_bytes)
+            slow = step_time.step_time(placement, shared, 25_000_000, 8, 10.0, gradient_bytes)
+            fast = step_time.step_time(placement, private, 25_000_000, 8, 10.0, gradient_bytes)
             self.assertLessEqual(fast.serial_ms, slow.serial_ms)
 
     def test_bfloat16_gradients_shorten_only_bf16_steps(self):
-        self.assertEqual(scaling_model.gradient_bytes_per_parameter("bf16", "bfloat16"), 2)
-        self.assertEqual(scaling_model.gradient_bytes_per_parameter("bf16", "float32"), 4)
-        self.assertEqual(scaling_model.gradient_bytes_per_parameter("fp32", "bfloat16"), 4)
+        self.assertEqual(step_time.gradient_bytes_per_parameter("bf16", "bfloat16"), 2)
+        self.assertEqual(step_time.gradient_bytes_per_parameter("bf16", "float32"), 4)
+        self.assertEqual(step_time.gradient_bytes_per_parameter("fp32", "bfloat16"), 4)
 
     def test_unknown_placement_raises(self):
         with self.assertRaisesRegex(ValueError, "Unknown placement.*'tpu'"):
-            scaling_model.step_time("tpu", _HARDWARE, 1, 1, 1.0, 4.0)
+            step_time.step_time("tpu", _HARDWARE, 1, 1, 1.0, 4.0)
 
 
 def _flow_shop_makespan(stage_totals, fractions):
@@ -213,7 +201,7 @@ class PipelineTest(parameterized.TestCase):
         ((1.0, 9.0), (1.0,)),
     )
     def test_bound_holds_for_any_order_of_variables(self, stages, fractions):
-        bound = scaling_model.pipelined_milliseconds(stages, max(fractions))
+        bound = costs.pipelined_milliseconds(stages, max(fractions))
         for order in (fractions, tuple(reversed(fractions)), tuple(sorted(fractions))):
             makespan = _flow_shop_makespan(stages, order)
             self.assertLessEqual(makespan, bound + 1e-9)
@@ -221,7 +209,7 @@ class PipelineTest(parameterized.TestCase):
         self.assertLessEqual(bound, sum(stages) + 1e-9)
 
     def test_one_variable_gets_no_overlap(self):
-        self.assertEqual(scaling_model.pipelined_milliseconds((2.0, 3.0, 4.0), 1.0), 9.0)
+        self.assertEqual(costs.pipelined_milliseconds((2.0, 3.0, 4.0), 1.0), 9.0)
 
     def test_resnet50_largest_variable_is_the_one_in_the_model(self):
         import keras  # noqa: PLC0415  (only this test needs it)
@@ -230,32 +218,32 @@ class PipelineTest(parameterized.TestCase):
             int(math.prod(variable.shape))
             for variable in keras.applications.ResNet50(weights=None).trainable_variables
         ]
-        resnet50 = scaling_model.MODELS[0]
+        resnet50 = facts.MODELS[0]
         self.assertEqual(resnet50.name, "ResNet-50")
         self.assertAlmostEqual(resnet50.largest_variable_fraction, max(sizes) / sum(sizes))
 
 
 class TrafficTest(absltest.TestCase):
     def test_the_rule_reproduces_every_measured_point(self):
-        for placement, measured in scaling_model.MEASURED_TRAFFIC.items():
+        for placement, measured in costs.MEASURED_TRAFFIC.items():
             for replicas, traffic in measured.items():
-                self.assertEqual(scaling_model.traffic(placement, replicas), traffic)
+                self.assertEqual(costs.traffic(placement, replicas), traffic)
 
     def test_unknown_placement_has_no_traffic(self):
         with self.assertRaisesRegex(ValueError, "No measured traffic for placement='gpu0'"):
-            scaling_model.traffic("gpu0", 2)
+            costs.traffic("gpu0", 2)
 
 
 class MemoryTest(absltest.TestCase):
     def test_host_weights_keep_gpu_memory_flat_while_mirrored_copies_grow(self):
         parameters = 1_000_000
-        for slots in scaling_model.OPTIMIZER_SLOTS.values():
+        for slots in facts.OPTIMIZER_SLOTS.values():
             cpu = [
-                scaling_model.memory_footprint("cpu", parameters, replicas, slots)
+                memory.memory_footprint("cpu", parameters, replicas, slots)
                 for replicas in _REPLICA_COUNTS
             ]
             mirrored = [
-                scaling_model.memory_footprint("mirrored", parameters, replicas, slots)
+                memory.memory_footprint("mirrored", parameters, replicas, slots)
                 for replicas in _REPLICA_COUNTS
             ]
             self.assertLen({footprint.busiest_gpu_bytes for footprint in cpu}, 1)
@@ -267,15 +255,14 @@ class MemoryTest(absltest.TestCase):
     def test_mirror_weights_holds_no_optimizer_state_on_gpus(self):
         for replicas in _REPLICA_COUNTS:
             momentum, adam = (
-                scaling_model.memory_footprint("mirror_weights", 1, replicas, slots)
-                for slots in (1, 2)
+                memory.memory_footprint("mirror_weights", 1, replicas, slots) for slots in (1, 2)
             )
             self.assertEqual(adam.busiest_gpu_bytes, 8)  # working copy + gradients
             self.assertEqual(momentum.busiest_gpu_bytes, adam.busiest_gpu_bytes)
             self.assertEqual(adam.host_bytes, 16)  # master, two slots, the summed gradient
 
     def test_gpu0_holds_every_gradient_copy(self):
-        one, eight = (scaling_model.memory_footprint("gpu0", 1, replicas, 2) for replicas in (1, 8))
+        one, eight = (memory.memory_footprint("gpu0", 1, replicas, 2) for replicas in (1, 8))
         self.assertEqual(one.busiest_gpu_bytes, 16)  # weights, Adam's two slots, gradients
         self.assertEqual(eight.busiest_gpu_bytes, 48)  # ... plus 7 received copies and the sum
 
@@ -285,13 +272,13 @@ class MixedPairTest(parameterized.TestCase):
 
     def setUp(self):
         super().setUp()
-        self.steps = {point.label: point for point in scaling_model.mixed_pair_steps()}
-        self.a100, self.v100 = scaling_model.MIXED_PAIR
+        self.steps = {point.label: point for point in mixed_pair.mixed_pair_steps()}
+        self.a100, self.v100 = facts.MIXED_PAIR
         self.even = next(point for label, point in self.steps.items() if "even" in label)
         self.by_speed = next(point for label, point in self.steps.items() if "speed" in label)
 
     def test_even_split_runs_at_twice_the_slower_gpu_less_communication(self):
-        slower = min(device.resnet50_images_per_second for device in scaling_model.MIXED_PAIR)
+        slower = min(device.resnet50_images_per_second for device in facts.MIXED_PAIR)
         self.assertEqual(self.even.rows, (128, 128))
         self.assertAlmostEqual(self.even.overlapped_images_per_second, 2 * slower)
         self.assertLess(self.even.serial_images_per_second, 2 * slower)
@@ -301,8 +288,8 @@ class MixedPairTest(parameterized.TestCase):
         )
 
     def test_split_by_speed_runs_at_the_sum_of_both_rates_less_rounding(self):
-        total = sum(device.resnet50_images_per_second for device in scaling_model.MIXED_PAIR)
-        self.assertEqual(sum(self.by_speed.rows), scaling_model.MIXED_PAIR_GLOBAL_BATCH)
+        total = sum(device.resnet50_images_per_second for device in facts.MIXED_PAIR)
+        self.assertEqual(sum(self.by_speed.rows), mixed_pair.MIXED_PAIR_GLOBAL_BATCH)
         self.assertLessEqual(self.by_speed.overlapped_images_per_second, total)
         self.assertGreater(self.by_speed.overlapped_images_per_second, 0.99 * total)
         self.assertGreater(
@@ -319,14 +306,14 @@ class MixedPairTest(parameterized.TestCase):
         (256, (909.0, 412.0)), (7, (1.0, 1.0)), (10, (3.0, 1.0)), (5, (1.0, 1.0, 1.0)), (1, (1, 2))
     )
     def test_split_rows_sum_to_the_batch_within_one_row_of_each_share(self, batch, weights):
-        rows = scaling_model.split_rows(batch, weights)
+        rows = mixed_pair.split_rows(batch, weights)
         self.assertEqual(sum(rows), batch)
         for count, weight in zip(rows, weights, strict=True):
             self.assertLess(abs(count - batch * weight / sum(weights)), 1)
 
     def test_split_rows_gives_ties_to_the_lower_index(self):
-        self.assertEqual(scaling_model.split_rows(7, (1.0, 1.0)), [4, 3])
-        self.assertEqual(scaling_model.split_rows(5, (1.0, 1.0, 1.0)), [2, 2, 1])
+        self.assertEqual(mixed_pair.split_rows(7, (1.0, 1.0)), [4, 3])
+        self.assertEqual(mixed_pair.split_rows(5, (1.0, 1.0, 1.0)), [2, 2, 1])
 
     def test_per_device_figures_are_the_published_ones(self):
         # SCALING.md, "A mixed pair", names their sources.
@@ -344,17 +331,17 @@ class MixedPairTest(parameterized.TestCase):
 
 class MarkdownTest(absltest.TestCase):
     def test_every_model_precision_and_gpu_count_has_a_row(self):
-        markdown = scaling_model.build_markdown(
-            _HARDWARE, scaling_model.default_scalings(), _REPLICA_COUNTS
+        markdown = rendering.build_markdown(
+            _HARDWARE, gpu_scaling.default_scalings(), _REPLICA_COUNTS
         )
-        for scaling in scaling_model.default_scalings():
-            for model in scaling_model.MODELS:
-                for precision in scaling_model.PRECISIONS:
-                    heading = scaling_model.step_table_heading(model, precision, scaling)
+        for scaling in gpu_scaling.default_scalings():
+            for model in facts.MODELS:
+                for precision in facts.PRECISIONS:
+                    heading = rendering.step_table_heading(model, precision, scaling)
                     self.assertIn(heading + "\n", markdown)
                     table = markdown.split(heading + "\n", 1)[1].split("\n#", 1)[0]
-                    for placement in scaling_model.STEP_PLACEMENTS:
-                        label = scaling_model.PLACEMENT_LABELS[placement]
+                    for placement in step_time.STEP_PLACEMENTS:
+                        label = rendering.PLACEMENT_LABELS[placement]
                         for replicas in _REPLICA_COUNTS:
                             self.assertIn(f"| {label} | {replicas} |", table)
 
@@ -362,14 +349,14 @@ class MarkdownTest(absltest.TestCase):
         # Fails when the inputs or the model change: rerun
         # `python benchmarks/scaling_model.py --update_document=benchmarks/SCALING.md`.
         document = (_REPOSITORY / "benchmarks" / "SCALING.md").read_text(encoding="utf-8")
-        markdown = scaling_model.build_markdown(
-            _HARDWARE, scaling_model.default_scalings(), _REPLICA_COUNTS
+        markdown = rendering.build_markdown(
+            _HARDWARE, gpu_scaling.default_scalings(), _REPLICA_COUNTS
         )
-        self.assertEqual(scaling_model.replace_generated_block(document, markdown), document)
+        self.assertEqual(rendering.replace_generated_block(document, markdown), document)
 
     def test_document_without_markers_is_rejected(self):
         with self.assertRaisesRegex(ValueError, "No generated block"):
-            scaling_model.replace_generated_block("# Scaling\n", "tables")
+            rendering.replace_generated_block("# Scaling\n", "tables")
 
 
 if __name__ == "__main__":
