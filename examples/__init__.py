@@ -4,7 +4,11 @@
 - `train_custom_loop.py`: the same model with `strategy.run`, `reduce` and a distributed dataset.
 - `legacy_multi_gpu_model.py`: the legacy `multi_gpu_model` call, saving through the template.
 
-Shared pieces: `common.py` (flags, logging, devices, strategies), `data.py` (datasets, model),
-`checkpoints.py` (per-epoch checkpoints that resume after a crash), `model_dir.py` (the output
-directory, checked first and locked for the run). How to use them: docs/trainers.md.
+What they share, one concern a module: `trainer_flags.py` (the flags, checked as they are
+parsed), `local_devices.py` (`--devices` into device names), `data.py` (datasets, model),
+`optimizers.py` (`--optimizer`), `describe.py` (the first lines of a run), `checkpoints.py`
+(per-epoch checkpoints that resume after a crash), `model_dir.py` (the output directory,
+checked first and locked for the run), `outputs.py` (where a run resumes, what it writes),
+`program.py` (`app.run` with short usage errors); `common.py` re-exports the functions other
+code calls. How to use them: docs/trainers.md.
 """

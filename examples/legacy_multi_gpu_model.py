@@ -32,12 +32,12 @@ import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
 
-from examples import common  # noqa: E402
 from examples import data as data_lib  # noqa: E402
+from examples import describe, local_devices, program, trainer_flags  # noqa: E402
 from examples import model_dir as model_dir_lib  # noqa: E402
 from replica_strategy import multi_gpu_model  # noqa: E402
 
-flags.adopt_module_key_flags(common)  # --help lists the shared flags as this trainer's own.
+flags.adopt_module_key_flags(trainer_flags)  # --help lists the shared flags as this trainer's own.
 
 DEFAULT_MODEL_DIR = os.path.join("runs", "legacy_multi_gpu_model")
 
@@ -105,8 +105,8 @@ def train(
                 ]
             )
         # Replicates the model on the devices (GPUs, or logical CPUs on a machine without any).
-        parallel_model = multi_gpu_model(model, gpus=devices or common.default_devices())
-        print(common.describe_strategy(parallel_model.distribute_strategy), flush=True)
+        parallel_model = multi_gpu_model(model, gpus=devices or local_devices.default_devices())
+        print(describe.describe_strategy(parallel_model.distribute_strategy), flush=True)
         parallel_model.compile(
             loss="categorical_crossentropy",
             optimizer=keras.optimizers.RMSprop(learning_rate),
@@ -137,38 +137,37 @@ def _one_hot(labels):
 
 def main(argv):
     del argv  # Unused.
-    common.configure_logging()
-    arguments = common.arguments_from_flags(DEFAULT_MODEL_DIR)
-    if arguments.strategy != "replica":
+    program.configure_logging()
+    arguments = trainer_flags.train_arguments(DEFAULT_MODEL_DIR)
+    # The other trainers' options, which the legacy call does not have.
+    strategy = arguments.pop("strategy")
+    if strategy != "replica":
         raise app.UsageError(
             "--strategy: legacy_multi_gpu_model always replicates with multi_gpu_model "
-            f"(ReplicaStrategy); leave --strategy unset. Received: --strategy={arguments.strategy}"
+            f"(ReplicaStrategy); leave --strategy unset. Received: --strategy={strategy}"
         )
-    if arguments.mirror_weights:
+    if arguments.pop("mirror_weights"):
         raise app.UsageError(
             "--mirror_weights: multi_gpu_model keeps the legacy placement, every weight once on "
             "the CPU. Train with examples/train_keras.py --mirror_weights instead."
         )
-    if arguments.optimizer != "adam":
+    optimizer = arguments.pop("optimizer")
+    if optimizer != "adam":
         raise app.UsageError(
             "--optimizer: legacy_multi_gpu_model trains with RMSprop, as multi_gpu_model's "
             "documented example does. Train with examples/train_keras.py --optimizer=... instead. "
-            f"Received: --optimizer={arguments.optimizer}"
+            f"Received: --optimizer={optimizer}"
         )
-    if arguments.split != "even":
+    split = arguments.pop("split")
+    if split != "even":
         raise app.UsageError(
             "--split: multi_gpu_model splits every batch evenly, as the legacy API did. Train "
             "with examples/train_keras.py --split=... instead. Received: "
-            f"--split={common.format_split(arguments.split)}"
+            f"--split={trainer_flags.format_split(split)}"
         )
-    devices = common.configure_devices(arguments.devices)
-    values = dataclasses.asdict(arguments)
-    del values["strategy"]  # Checked above: always ReplicaStrategy, through multi_gpu_model.
-    del values["mirror_weights"]  # Checked above: multi_gpu_model keeps the legacy placement.
-    del values["optimizer"]  # Checked above: the legacy example's RMSprop.
-    del values["split"]  # Checked above: even, as multi_gpu_model splits.
-    train(**values | {"devices": devices})
+    arguments["devices"] = local_devices.configure_devices(arguments["devices"])
+    train(**arguments)
 
 
 if __name__ == "__main__":
-    common.run(main)
+    program.run(main)

@@ -14,7 +14,6 @@ logging are those of train_keras.py: see --help and docs/trainers.md.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import sys
 
@@ -31,10 +30,19 @@ import tensorflow as tf  # noqa: E402
 from absl import flags  # noqa: E402
 
 from examples import checkpoints as checkpoints_lib  # noqa: E402
-from examples import common  # noqa: E402
 from examples import data as data_lib  # noqa: E402
+from examples import (  # noqa: E402
+    describe,
+    local_devices,
+    optimizers,
+    outputs,
+    program,
+    trainer_flags,
+)
+from examples import model_dir as model_dir_lib  # noqa: E402
+from replica_strategy import strategies  # noqa: E402
 
-flags.adopt_module_key_flags(common)  # --help lists the shared flags as this trainer's own.
+flags.adopt_module_key_flags(trainer_flags)  # --help lists the shared flags as this trainer's own.
 
 DEFAULT_MODEL_DIR = os.path.join("runs", "train_custom_loop")
 
@@ -56,35 +64,41 @@ def train(
     optimizer: str = "adam",
     split: str | tuple[float, ...] = "even",
     verbose: int = 1,
-) -> common.TrainResult:
+) -> outputs.TrainResult:
     """Trains with a custom loop, checkpointing each epoch and resuming from the latest one.
 
     Args: as `train_keras.train`; `verbose` is the `keras.utils.Progbar` verbosity.
 
     Returns:
-      A `common.TrainResult`; `history` holds "loss" and "val_accuracy" per epoch.
+      An `outputs.TrainResult`; `history` holds "loss" and "val_accuracy" per epoch.
 
     Raises: as `train_keras.train`.
     """
-    with common.prepared_run(
-        strategy=strategy,
-        devices=devices,
-        mirror_weights=mirror_weights,
-        model_dir=model_dir,
-        dataset=dataset,
-        num_samples=num_samples,
-        image_size=image_size,
-        seed=seed,
-        split=split,
-    ) as (distribution, output_dir, data):
+    if strategy in local_devices.LOCAL_STRATEGIES:
+        devices = devices or local_devices.default_devices()
+    # The first TensorFlow object made: MultiWorkerMirroredStrategy must exist before others.
+    distribution = strategies.make_strategy(
+        strategy, devices, **trainer_flags.replica_options(mirror_weights, split)
+    )
+    output_dir = outputs.output_dir(distribution, model_dir)
+    with model_dir_lib.exclusive(output_dir):
+        keras.utils.set_random_seed(seed)
+        data = data_lib.load(dataset, num_samples, image_size, seed)
+        print(data_lib.describe(dataset, data))
+        print(describe.describe_strategy(distribution))
+        if strategy == "replica":
+            print(describe.describe_split(distribution, split))
+
         with distribution.scope():
             model = data_lib.build_model(data.train_images.shape[1:], hidden_units, seed)
-            adam = common.make_optimizer(optimizer, learning_rate)
+            adam = optimizers.make_optimizer(optimizer, learning_rate)
+            # Built before the first step, so that a checkpoint restores its slots too.
             adam.build(model.trainable_variables)
         checkpoints = checkpoints_lib.EpochCheckpoints(
             os.path.join(output_dir, "checkpoints"), model, adam
         )
-        initial_epoch = common.resume(checkpoints, epochs)
+        initial_epoch = outputs.resume(checkpoints, epochs)
+
         train_step = _make_train_step(distribution, model, adam)
         held_out = distribution.experimental_distribute_dataset(
             data_lib.held_out_batches(data.test_images, data.test_labels, batch_size)
@@ -115,14 +129,14 @@ def train(
                 f"checkpoint saved to {prefix}",
                 flush=True,
             )
-        return common.finish(
+        return outputs.finish(
             model,
             output_dir,
             evaluate(),
             history,
             initial_epoch,
             epochs,
-            split=common.split_summary(distribution, split),
+            outputs.split_summary(distribution, split),
         )
 
 
@@ -190,22 +204,24 @@ def _make_evaluate(distribution, model, held_out, num_rows: int):
 
 def main(argv):
     del argv  # Unused.
-    common.configure_logging()
-    arguments = common.arguments_from_flags(DEFAULT_MODEL_DIR)
-    devices = (
-        common.configure_devices(arguments.devices) if common.is_local(arguments.strategy) else None
-    )
-    if devices is not None:
-        common.check_split_devices(arguments.split, devices)
-    if arguments.split != "auto":
+    program.configure_logging()
+    arguments = trainer_flags.train_arguments(DEFAULT_MODEL_DIR)
+    if arguments["strategy"] in local_devices.LOCAL_STRATEGIES:
+        # Before anything initializes TensorFlow: a count may split the CPU.
+        arguments["devices"] = local_devices.configure_devices(
+            arguments["devices"], arguments["split"]
+        )
+    else:
+        arguments["devices"] = None  # multi_worker and default choose their own devices.
+    if arguments["split"] != "auto":
         # Not with split="auto": it times each replica with tf.timestamp, which op determinism
         # refuses, and a split that follows measured times does not repeat run to run anyway.
         tf.config.experimental.enable_op_determinism()
-    with common.exit_with_message(
+    with program.exit_with_message(
         checkpoints_lib.CorruptCheckpointError, checkpoints_lib.ModelMismatchError
     ):
-        train(**(dataclasses.asdict(arguments) | {"devices": devices}))
+        train(**arguments)
 
 
 if __name__ == "__main__":
-    common.run(main)
+    program.run(main)

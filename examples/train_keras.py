@@ -14,7 +14,6 @@ machine with its own TF_CONFIG and `--strategy=multi_worker`. It logs warnings a
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import sys
 
@@ -30,10 +29,19 @@ import tensorflow as tf  # noqa: E402
 from absl import flags  # noqa: E402
 
 from examples import checkpoints as checkpoints_lib  # noqa: E402
-from examples import common  # noqa: E402
 from examples import data as data_lib  # noqa: E402
+from examples import (  # noqa: E402
+    describe,
+    local_devices,
+    optimizers,
+    outputs,
+    program,
+    trainer_flags,
+)
+from examples import model_dir as model_dir_lib  # noqa: E402
+from replica_strategy import strategies  # noqa: E402
 
-flags.adopt_module_key_flags(common)  # --help lists the shared flags as this trainer's own.
+flags.adopt_module_key_flags(trainer_flags)  # --help lists the shared flags as this trainer's own.
 
 DEFAULT_MODEL_DIR = os.path.join("runs", "train_keras")
 
@@ -55,11 +63,11 @@ def train(
     optimizer: str = "adam",
     split: str | tuple[float, ...] = "even",
     verbose: str | int = "auto",
-) -> common.TrainResult:
+) -> outputs.TrainResult:
     """Trains with `model.fit`, checkpointing each epoch and resuming from the latest one.
 
     Args:
-      strategy: one of `common.STRATEGIES`.
+      strategy: one of `replica_strategy.strategies.STRATEGY_NAMES`.
       devices: replica device names (e.g. ["/cpu:0", "/cpu:1"]); None: every GPU, else the
         first two logical CPUs. Ignored by "multi_worker" and "default".
       dataset: "digits" or "synthetic" (see `data.load`).
@@ -83,45 +91,50 @@ def train(
       verbose: Keras' progress output.
 
     Returns:
-      A `common.TrainResult`.
+      An `outputs.TrainResult`.
 
     Raises:
       model_dir.ModelDirError: `model_dir` is a file, not writable, or in use by another run.
       checkpoints.CorruptCheckpointError: a committed checkpoint's file is damaged.
       checkpoints.ModelMismatchError: the checkpoints in `model_dir` are of another model.
     """
-    with common.prepared_run(
-        strategy=strategy,
-        devices=devices,
-        mirror_weights=mirror_weights,
-        model_dir=model_dir,
-        dataset=dataset,
-        num_samples=num_samples,
-        image_size=image_size,
-        seed=seed,
-        split=split,
-    ) as (distribution, output_dir, data):
+    if strategy in local_devices.LOCAL_STRATEGIES:
+        devices = devices or local_devices.default_devices()
+    # The first TensorFlow object made: MultiWorkerMirroredStrategy must exist before others.
+    distribution = strategies.make_strategy(
+        strategy, devices, **trainer_flags.replica_options(mirror_weights, split)
+    )
+    output_dir = outputs.output_dir(distribution, model_dir)
+    with model_dir_lib.exclusive(output_dir):
+        keras.utils.set_random_seed(seed)
+        data = data_lib.load(dataset, num_samples, image_size, seed)
+        print(data_lib.describe(dataset, data))
+        print(describe.describe_strategy(distribution))
+        if strategy == "replica":
+            print(describe.describe_split(distribution, split))
+
         with distribution.scope():
             model = data_lib.build_model(data.train_images.shape[1:], hidden_units, seed)
             model.compile(
-                optimizer=common.make_optimizer(optimizer, learning_rate),
+                optimizer=optimizers.make_optimizer(optimizer, learning_rate),
                 loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                 metrics=["accuracy"],
             )
+            # Built before the first step, so that a checkpoint restores Adam's slots too.
             model.optimizer.build(model.trainable_variables)
         checkpoints = checkpoints_lib.EpochCheckpoints(
             os.path.join(output_dir, "checkpoints"), model, model.optimizer
         )
-        initial_epoch = common.resume(checkpoints, epochs)
+        initial_epoch = outputs.resume(checkpoints, epochs)
+
         held_out = data_lib.held_out_batches(data.test_images, data.test_labels, batch_size)
         history = {}
         if initial_epoch < epochs:
-            steps = data_lib.steps_per_epoch(len(data.train_labels), batch_size)
             batches = data_lib.training_batches(
                 data.train_images, data.train_labels, batch_size, seed, range(initial_epoch, epochs)
             )
             callbacks = [
-                # Listed first so each epoch's progress line ends before the checkpoint line.
+                # First, so that each epoch's progress line ends before the checkpoint line.
                 keras.callbacks.ProgbarLogger(),
                 keras.callbacks.TensorBoard(os.path.join(output_dir, "logs"), write_graph=False),
                 _CheckpointEachEpoch(checkpoints, epochs),
@@ -130,21 +143,21 @@ def train(
                 batches,
                 epochs=epochs,
                 initial_epoch=initial_epoch,
-                steps_per_epoch=steps,
+                steps_per_epoch=data_lib.steps_per_epoch(len(data.train_labels), batch_size),
                 validation_data=held_out,
                 callbacks=callbacks,
                 shuffle=False,  # Each epoch comes in its own order already (data.epoch_order).
                 verbose=verbose,
             ).history
         accuracy = float(model.evaluate(held_out, return_dict=True, verbose=0)["accuracy"])
-        return common.finish(
+        return outputs.finish(
             model,
             output_dir,
             accuracy,
             history,
             initial_epoch,
             epochs,
-            split=common.split_summary(distribution, split),
+            outputs.split_summary(distribution, split),
         )
 
 
@@ -163,22 +176,24 @@ class _CheckpointEachEpoch(keras.callbacks.Callback):
 
 def main(argv):
     del argv  # Unused.
-    common.configure_logging()
-    arguments = common.arguments_from_flags(DEFAULT_MODEL_DIR)
-    devices = (
-        common.configure_devices(arguments.devices) if common.is_local(arguments.strategy) else None
-    )
-    if devices is not None:
-        common.check_split_devices(arguments.split, devices)
-    if arguments.split != "auto":
+    program.configure_logging()
+    arguments = trainer_flags.train_arguments(DEFAULT_MODEL_DIR)
+    if arguments["strategy"] in local_devices.LOCAL_STRATEGIES:
+        # Before anything initializes TensorFlow: a count may split the CPU.
+        arguments["devices"] = local_devices.configure_devices(
+            arguments["devices"], arguments["split"]
+        )
+    else:
+        arguments["devices"] = None  # multi_worker and default choose their own devices.
+    if arguments["split"] != "auto":
         # Not with split="auto": it times each replica with tf.timestamp, which op determinism
         # refuses, and a split that follows measured times does not repeat run to run anyway.
         tf.config.experimental.enable_op_determinism()
-    with common.exit_with_message(
+    with program.exit_with_message(
         checkpoints_lib.CorruptCheckpointError, checkpoints_lib.ModelMismatchError
     ):
-        train(**(dataclasses.asdict(arguments) | {"devices": devices}))
+        train(**arguments)
 
 
 if __name__ == "__main__":
-    common.run(main)
+    program.run(main)
