@@ -9,6 +9,5 @@ parsed), `local_devices.py` (`--devices` into device names), `data.py` (datasets
 `optimizers.py` (`--optimizer`), `describe.py` (the first lines of a run), `checkpoints.py`
 (per-epoch checkpoints that resume after a crash), `model_dir.py` (the output directory,
 checked first and locked for the run), `outputs.py` (where a run resumes, what it writes),
-`program.py` (`app.run` with short usage errors); `common.py` re-exports the functions other
-code calls. How to use them: docs/trainers.md.
+`program.py` (`app.run` with short usage errors). How to use them: docs/trainers.md.
 """

@@ -16,7 +16,14 @@ from absl import app, flags
 from absl.testing import flagsaver, parameterized
 
 import replica_strategy
-from examples import common, legacy_multi_gpu_model, train_custom_loop, train_keras
+from examples import (
+    describe,
+    legacy_multi_gpu_model,
+    local_devices,
+    train_custom_loop,
+    train_keras,
+    trainer_flags,
+)
 
 _TINY = {"num_samples": 32, "hidden_units": 4, "batch_size": 8, "epochs": 1, "verbose": 0}
 
@@ -71,7 +78,7 @@ class FlagsTest(parameterized.TestCase):
         ("names", "/cpu:0, /cpu:1", ["/cpu:0", "/cpu:1"]),
     )
     def test_parse_devices(self, value, expected):
-        self.assertEqual(common.parse_devices(value), expected)
+        self.assertEqual(trainer_flags.parse_devices(value), expected)
 
     @parameterized.named_parameters(
         ("even", "even", "even"),
@@ -81,8 +88,8 @@ class FlagsTest(parameterized.TestCase):
         ("one_device", "1", (1.0,)),
     )
     def test_parse_split(self, value, expected):
-        self.assertEqual(common.parse_split(value), expected)
-        self.assertEqual(common.replica_options(split=expected).get("split", "even"), expected)
+        self.assertEqual(trainer_flags.parse_split(value), expected)
+        self.assertEqual(trainer_flags.replica_options(split=expected).get("split", "even"), expected)
 
     def test_split_other_than_even_with_another_strategy_is_rejected_when_parsed(self):
         for strategy in ("mirrored", "central_storage", "one_device", "multi_worker", "default"):
@@ -116,18 +123,18 @@ class FlagsTest(parameterized.TestCase):
             r"/device:CPU:0, .*/device:CPU:3.*\. Name devices from that list, or give a count, "
             r"e\.g\. --devices=2: only a count splits the CPU .* Received: --devices=/cpu:0,/cpu:9",
         ):
-            common.configure_devices(["/cpu:0", "/cpu:9"])
+            local_devices.configure_devices(["/cpu:0", "/cpu:9"])
 
     def test_configure_devices_uses_existing_logical_cpus_once_initialized(self):
         # The runtime is initialized (4 logical CPUs): no reconfiguration, no error.
-        self.assertEqual(common.configure_devices(2), ["/cpu:0", "/cpu:1"])
+        self.assertEqual(local_devices.configure_devices(2), ["/cpu:0", "/cpu:1"])
 
 
 class DescribeStrategyTest(tf.test.TestCase):
     """The lines a run starts with: the strategy, its devices and where the weights live."""
 
     def test_replica_strategy_names_the_parameter_device_and_mirror_weights(self):
-        default = common.describe_strategy(
+        default = describe.describe_strategy(
             replica_strategy.ReplicaStrategy(virtual_devices.cpus(2))
         )
         self.assertEqual(
@@ -139,7 +146,7 @@ class DescribeStrategyTest(tf.test.TestCase):
                 "(the merge device), the optimizer steps on /cpu:0.",
             ],
         )
-        mirrored = common.describe_strategy(
+        mirrored = describe.describe_strategy(
             replica_strategy.ReplicaStrategy(
                 ["/cpu:1", "/cpu:2"], parameter_device="/cpu:0", mirror_weights=True
             )
@@ -147,7 +154,7 @@ class DescribeStrategyTest(tf.test.TestCase):
         self.assertIn("Strategy: ReplicaStrategy, 2 replicas on /cpu:1, /cpu:2.", mirrored)
         self.assertIn("master weights and the optimizer state once on /cpu:0", mirrored)
         self.assertIn("(mirror_weights=True)", mirrored)
-        merged_elsewhere = common.describe_strategy(
+        merged_elsewhere = describe.describe_strategy(
             replica_strategy.ReplicaStrategy(virtual_devices.cpus(2), merge_device="/cpu:1")
         )
         self.assertIn("gradients summed on /cpu:1 (the merge device)", merged_elsewhere)
@@ -162,7 +169,7 @@ class DescribeStrategyTest(tf.test.TestCase):
             tf.distribute.get_strategy(): "TensorFlow's default strategy",
         }
         for strategy, placement in cases.items():
-            text = common.describe_strategy(strategy)
+            text = describe.describe_strategy(strategy)
             self.assertLen(text.splitlines(), 2, text)
             self.assertStartsWith(text, "Strategy: ")
             self.assertIn(placement, text)
