@@ -89,7 +89,9 @@ class FlagsTest(parameterized.TestCase):
     )
     def test_parse_split(self, value, expected):
         self.assertEqual(trainer_flags.parse_split(value), expected)
-        self.assertEqual(trainer_flags.replica_options(split=expected).get("split", "even"), expected)
+        self.assertEqual(
+            trainer_flags.replica_options(split=expected).get("split", "even"), expected
+        )
 
     def test_split_other_than_even_with_another_strategy_is_rejected_when_parsed(self):
         for strategy in ("mirrored", "central_storage", "one_device", "multi_worker", "default"):
