@@ -172,6 +172,7 @@ def _check_available(names: Sequence[str], devices: object, argument: str) -> No
         raise ValueError(
             f"`{argument}` names devices this process does not have: {missing}. "
             f"Available devices: {available}. Received: {argument}={devices!r}. To test on a "
-            "CPU-only machine, split the CPU into logical devices with "
-            "tf.config.set_logical_device_configuration before TensorFlow initializes."
+            "CPU-only machine, split the CPU into logical devices before TensorFlow "
+            "initializes: replica_strategy.logical_devices.split_cpu(n), which calls "
+            "tf.config.set_logical_device_configuration."
         )

@@ -28,9 +28,8 @@ def cpus(count: int) -> list[str]:
 def mirrored_strategy(count: int) -> tf.distribute.MirroredStrategy:
     """MirroredStrategy on the first `count` logical CPUs, the oracle for multi-replica results.
 
-    It reduces through one device rather than collectives: collective group keys are
-    per-process, and MirroredStrategies of different sizes in one test process collide on them
-    ("joining a group with size 4, but that group has size 3").
+    It sums through one device (`ReductionToOneDevice`): every replica's value added in one
+    place, in replica order, the simplest sum to compare with.
     """
     return tf.distribute.MirroredStrategy(
         cpus(count), cross_device_ops=tf.distribute.ReductionToOneDevice()
