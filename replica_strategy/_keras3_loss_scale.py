@@ -88,9 +88,9 @@ def _apply_unless_any_replica_overflowed(optimizer, replica_context, grads, trai
 
 
 def _finite_if_no_rows(grads, row_fraction):
-    """`grads` with non-finite elements zeroed when this replica has no rows of the batch."""
+    """`grads`, as a list, with non-finite elements zeroed when this replica has no rows."""
     if isinstance(row_fraction, float) and row_fraction > 0:
-        return grads
+        return list(grads)  # A list on every replica: `merge_call` regroups them element-wise.
     has_rows = tf.greater(row_fraction, 0)
 
     def finite_if_no_rows(grad):

@@ -118,7 +118,7 @@ def _fit(strategy, optimizer_kind, x, y):
     return model, record.steps
 
 
-def _custom_loop(strategy, optimizer_kind, x, y):
+def _custom_loop(strategy, optimizer_kind, x, y, use_function=True):
     """`fit`'s epoch as a custom loop: `scale_loss`, then `apply_gradients` in `strategy.run`."""
     strategy = strategy or tf.distribute.get_strategy()
     with strategy.scope():
@@ -127,7 +127,6 @@ def _custom_loop(strategy, optimizer_kind, x, y):
         optimizer.build(model.trainable_variables)
     dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(_BATCH)
 
-    @tf.function
     def step(features, labels, batch_size):
         def replica_step(features, labels):
             with tf.GradientTape() as tape:
@@ -140,6 +139,8 @@ def _custom_loop(strategy, optimizer_kind, x, y):
 
         strategy.run(replica_step, args=(features, labels))
 
+    if use_function:
+        step = tf.function(step)
     records = []
     for batch_size, batch in zip(
         [len(x[start : start + _BATCH]) for start in range(0, len(x), _BATCH)],
@@ -183,10 +184,10 @@ class LossScaleTest(placements.PlacementTestCase, tf.test.TestCase, parameterize
         super().setUp()
         _use_policy(self, "mixed_float16")
 
-    def _assert_follows_one_device(self, runner, optimizer_kind, batches, strategy):
+    def _assert_follows_one_device(self, runner, optimizer_kind, batches, strategy, **options):
         weights, records = _one_device(runner, optimizer_kind, batches, strategy.split)
         x, y = _data(batches, strategy.split)
-        model, ours = runner(strategy, optimizer_kind, x, y)
+        model, ours = runner(strategy, optimizer_kind, x, y, **options)
         self.assertEqual(ours, records)
         for weight in model.get_weights():
             self.assertTrue(np.all(np.isfinite(weight)))
@@ -230,6 +231,18 @@ class LossScaleTest(placements.PlacementTestCase, tf.test.TestCase, parameterize
             _fit, "explicit", _EMPTY_REPLICA[overflows], strategy
         )
         self.assertEqual(_skipped(records), [False, overflows])
+
+    @placements.default_placement_only
+    def test_an_eager_custom_loop(self):
+        # Eagerly, the replica with rows and the one without take different paths to the
+        # all-reduce; both reach it and `merge_call` with the same structures.
+        self._assert_follows_one_device(
+            _custom_loop,
+            "explicit",
+            _EMPTY_REPLICA[False],
+            self.replica_strategy(2),
+            use_function=False,
+        )
 
     @placements.default_placement_only
     def test_the_auto_split(self):
