@@ -8,6 +8,7 @@ test that fails if upstream moves it, in docs/development.md ("Upstream internal
 
 - `_keras3_trainer`: Keras 3's build from the first batch; row weighting of the loss;
 - `_keras3_optimizer`: Keras 3 clips the summed gradient, not each replica's;
+- `_keras3_loss_scale`: Keras 3's loss scaling skips a step that overflows on any replica;
 - `_tf_keras_optimizer`: tf_keras optimizers told not to aggregate gradients;
 - `_tf_keras_training`: tf_keras' row weighting of the loss;
 - `tf_keras_support`: tf_keras' strategy allow-lists (mixed precision, BackupAndRestore).
@@ -21,6 +22,7 @@ from __future__ import annotations
 import sys
 
 from replica_strategy import (
+    _keras3_loss_scale,
     _keras3_optimizer,
     _keras3_trainer,
     _tf_keras_optimizer,
@@ -38,6 +40,7 @@ def install() -> None:
     """Installs every adaptation whose upstream is imported (cheap once done)."""
     _keras3_trainer.install()
     _keras3_optimizer.install()
+    _keras3_loss_scale.install()
     if "tf_keras" in sys.modules:
         _tf_keras_optimizer.install()
         _tf_keras_training.install()

@@ -3,7 +3,8 @@
 Each relies on an upstream internal listed in docs/development.md. These tests fail loudly
 when upstream moves one: the function is gone, its signature lost the argument the adapter
 reads, or the adapter is no longer on the class. Behaviour is tested where it is used
-(keras3_optimizer_test, tf_keras_optimizer_test, keras_test, tf_keras_test).
+(keras3_optimizer_test, keras3_loss_scale_test, tf_keras_optimizer_test, keras_test,
+tf_keras_test).
 """
 
 import inspect
@@ -19,6 +20,7 @@ import virtual_devices
 import tensorflow as tf
 from keras.src.backend.tensorflow.optimizer import TFOptimizer
 from keras.src.backend.tensorflow.trainer import TensorFlowTrainer
+from keras.src.optimizers.loss_scale_optimizer import LossScaleOptimizer
 from tf_keras.src import callbacks as tf_keras_callbacks
 from tf_keras.src.engine import training as tf_keras_training
 from tf_keras.src.mixed_precision import loss_scale_optimizer
@@ -30,6 +32,7 @@ from replica_strategy import ReplicaStrategy, _adapters
 _MARKS = {
     (TFOptimizer, "_clip_gradients"): "_replica_strategy_clips_after_sum",
     (TensorFlowTrainer, "_maybe_symbolic_build"): "_replica_strategy_builds_from_first_replica",
+    (LossScaleOptimizer, "_tf_apply"): "_replica_strategy_skips_on_any_replica",
     (optimizer_v2.OptimizerV2, "apply_gradients"): "_replica_strategy_checks_aggregation",
     (tf_keras_optimizer.Optimizer, "apply_gradients"): "_replica_strategy_checks_aggregation",
     (tf_keras_training.Model, "compute_loss"): "_replica_strategy_weights_rows",
@@ -56,6 +59,17 @@ class UpstreamInternalsTest(tf.test.TestCase):
         # The build-time reduce the trainer adapter marks.
         source = inspect.getsource(inspect.unwrap(TensorFlowTrainer._maybe_symbolic_build))
         self.assertIn('reduce(\n                        "MEAN"', source)
+        # The loss-scale adapter replaces `_tf_apply`, which `apply` calls under TensorFlow, and
+        # calls the methods `_tf_apply` calls.
+        self.assertIn("self._tf_apply(", inspect.getsource(LossScaleOptimizer.apply))
+        self.assertIn("trainable_variables", _parameters(LossScaleOptimizer._tf_apply))
+        self.assertIn("grads", _parameters(LossScaleOptimizer.check_finite))
+        self.assertIn(
+            "trainable_variables", _parameters(LossScaleOptimizer._stateful_handle_finite_grads)
+        )
+        self.assertEqual(
+            list(_parameters(LossScaleOptimizer._stateful_handle_non_finite_grads)), ["self"]
+        )
 
     def test_tf_keras_internals_are_where_the_adapters_expect(self):
         self.assertIn(

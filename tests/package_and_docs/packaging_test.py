@@ -29,6 +29,7 @@ _KERAS_FACING = (
 # What adapts Keras and tf_keras code (docs/development.md, "Upstream internals"): the core
 # reaches it through `_adapters` alone, from the public class.
 _ADAPTERS = (
+    "_keras3_loss_scale",
     "_keras3_optimizer",
     "_keras3_trainer",
     "_row_weights",
