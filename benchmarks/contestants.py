@@ -78,14 +78,15 @@ def contestants(device_counts: Sequence[int], names: Sequence[str] = NAMES) -> l
 
 
 def make_strategy(
-    contestant: Contestant, devices: Sequence[str] | None = None
+    contestant: Contestant, devices: Sequence[str] | None = None, **replica_options: object
 ) -> tf.distribute.Strategy | None:
     """The contestant's strategy, or None for no strategy.
 
     Its replicas run on `devices`, by default the first `contestant.device_count` logical CPUs;
     ReplicaStrategy's parameter device is "/cpu:0" either way. `make_strategy` of
     `replica_strategy.strategies` builds it, so that every MirroredStrategy in the process gets
-    collective keys of its own.
+    collective keys of its own. `replica_options` are further `ReplicaStrategy` arguments
+    (`split=...`), for its contestants only.
     """
     strategy = find(Strategy, contestant.name)
     if strategy is None:
@@ -93,7 +94,9 @@ def make_strategy(
     if strategy.library_name is None:
         return None
     devices = list(devices or logical_devices.cpu_names(contestant.device_count))
-    return strategies.make_strategy(strategy.library_name, devices, **strategy.replica_options)
+    return strategies.make_strategy(
+        strategy.library_name, devices, **strategy.replica_options, **replica_options
+    )
 
 
 def scope(strategy: tf.distribute.Strategy | None):

@@ -44,15 +44,18 @@ import numpy as np
 import tensorflow as tf
 from absl import app, flags
 
-import replica_strategy
+from benchmarks import contestants
 from benchmarks.placements import Strategy
+from replica_strategy import logical_devices
 
-EVEN = "ReplicaStrategy split=even"
-STATIC = "ReplicaStrategy split=true speeds"
-AUTO = "ReplicaStrategy split=auto"
+# The contestants: ReplicaStrategy's under the splits it is run with, and MirroredStrategy,
+# named as every benchmark table names them (benchmarks/placements.py).
+EVEN = f"{Strategy.REPLICA} split=even"
+STATIC = f"{Strategy.REPLICA} split=true speeds"
+AUTO = f"{Strategy.REPLICA} split=auto"
 MIRRORED = Strategy.MIRRORED
 NAMES = (EVEN, STATIC, AUTO, MIRRORED)
-HOST = "/cpu:0"
+HOST = "/cpu:0"  # ReplicaStrategy's parameter device, as every benchmark's (contestants.py).
 REPLICAS = ("/cpu:1", "/cpu:2")
 _FEATURES = 32
 _CLASSES = 10
@@ -163,13 +166,23 @@ def _sleep_then_return(inputs: np.ndarray, seconds) -> np.ndarray:
     return inputs
 
 
-def make_strategy(name: str, settings: Settings):
-    """The contestant's strategy on `REPLICAS` (ReplicaStrategy's parameter device `HOST`)."""
+def make_strategy(name: str, settings: Settings) -> tf.distribute.Strategy:
+    """The contestant's strategy on `REPLICAS`, made by the benchmarks' one factory.
 
+    ReplicaStrategy's parameter device is `HOST`; every MirroredStrategy gets collective keys
+    of its own (`replica_strategy.strategies.make_strategy`).
+    """
     if name == MIRRORED:
-        return tf.distribute.MirroredStrategy(list(REPLICAS))
+        return contestants.make_strategy(
+            contestants.Contestant(Strategy.MIRRORED, len(REPLICAS)), REPLICAS
+        )
     split = {EVEN: "even", STATIC: settings.true_split, AUTO: "auto"}[name]
-    return replica_strategy.ReplicaStrategy(list(REPLICAS), parameter_device=HOST, split=split)
+    return contestants.make_strategy(
+        contestants.Contestant(Strategy.REPLICA, len(REPLICAS)),
+        REPLICAS,
+        parameter_device=HOST,
+        split=split,
+    )
 
 
 class Workload:
@@ -514,7 +527,7 @@ def main(argv: Sequence[str]) -> None:
     except ValueError as error:
         raise app.UsageError(str(error)) from None
 
-    replica_strategy.logical_devices.split_cpu(len(REPLICAS) + 1)
+    logical_devices.split_cpu(len(REPLICAS) + 1)
     results = measure(settings)
     print(markdown(results))
     if values.plot_out and write_plot(results, pathlib.Path(values.plot_out)):

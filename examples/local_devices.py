@@ -1,9 +1,10 @@
 """Turns `--devices` into the device names a strategy replicates over, on this machine.
 
 A count (or no `--devices`) means that many GPUs, or, on a machine without any, that many
-logical CPUs split off the host CPU (`replica_strategy.logical_devices`). Names must be devices
-this process has: a typo such as `/cpu:5` is an error listing the devices there are, never five
-more logical CPUs. Whatever cannot be had is an `app.UsageError` naming `--devices`.
+logical CPUs split off the host CPU (`replica_strategy.logical_devices`); so do the names a run
+prints for them, `/cpu:0,...,/cpu:<n-1>` (in any spelling, e.g. `/device:CPU:1`). Other names
+must be devices this process has: a typo such as `/cpu:5` is an error listing the devices there
+are, never five more logical CPUs. Whatever cannot be had is an `app.UsageError` naming `--devices`.
 """
 
 from __future__ import annotations
@@ -51,6 +52,9 @@ def configure_devices(
 def _device_names(devices: int | list[str] | None) -> list[str]:
     gpu_count = len(tf.config.list_physical_devices("GPU"))
     if isinstance(devices, list):
+        if not gpu_count and _cpu_count_named(devices):
+            # The names a run prints, /cpu:0, /cpu:1, ...: the CPU split as --devices=<count>.
+            _split_cpu(_cpu_count_named(devices))
         _check_names(devices, can_split_cpu=not gpu_count)
         return devices
     if gpu_count:
@@ -60,7 +64,27 @@ def _device_names(devices: int | list[str] | None) -> list[str]:
                 f"--devices={count} asks for more GPUs than the {gpu_count} this machine has."
             )
         return [f"/gpu:{index}" for index in range(count)]
-    count = DEFAULT_CPU_COUNT if devices is None else devices
+    return _split_cpu(DEFAULT_CPU_COUNT if devices is None else devices)
+
+
+def _cpu_count_named(names: list[str]) -> int:
+    """n when `names` are /cpu:0 ... /cpu:<n-1> in any order and any spelling, else 0.
+
+    Only such a set stands for a split CPU: a lone /cpu:5 is a typo, not six logical CPUs.
+    """
+    indices = []
+    for name in names:
+        try:
+            spec = tf.DeviceSpec.from_string(name)
+        except ValueError:
+            return 0  # _check_names reports it.
+        if (spec.device_type or "").upper() != "CPU" or spec.job not in (None, "localhost"):
+            return 0
+        indices.append(spec.device_index or 0)
+    return len(names) if sorted(indices) == list(range(len(names))) else 0
+
+
+def _split_cpu(count: int) -> list[str]:
     try:
         return logical_devices.split_cpu(count)
     except RuntimeError:
@@ -91,9 +115,11 @@ def _check_names(names: list[str], can_split_cpu: bool) -> None:
     available = [device.name for device in tf.config.list_logical_devices()]
     received = f"Received: --devices={','.join(names)}"
     if can_split_cpu:
+        count = max(len(names), 2)
         fix = (
-            "Name devices from that list, or give a count, e.g. "
-            f"--devices={len(names)}: only a count splits the CPU into logical devices."
+            f"Name devices from that list, or split the CPU into logical devices: give a count, "
+            f"e.g. --devices={count}, or name them all, "
+            f"--devices={','.join(logical_devices.cpu_names(count))}."
         )
     else:
         fix = f"Name devices from that list, or give how many GPUs to use, e.g. --devices={len(names)}."

@@ -31,16 +31,7 @@ from absl import flags  # noqa: E402
 
 from examples import checkpoints as checkpoints_lib  # noqa: E402
 from examples import data as data_lib  # noqa: E402
-from examples import (  # noqa: E402
-    describe,
-    local_devices,
-    optimizers,
-    outputs,
-    program,
-    trainer_flags,
-)
-from examples import model_dir as model_dir_lib  # noqa: E402
-from replica_strategy import strategies  # noqa: E402
+from examples import optimizers, outputs, program, trainer_flags, trainer_run  # noqa: E402
 
 flags.adopt_module_key_flags(trainer_flags)  # --help lists the shared flags as this trainer's own.
 
@@ -74,21 +65,22 @@ def train(
 
     Raises: as `train_keras.train`.
     """
-    if strategy in local_devices.LOCAL_STRATEGIES:
-        devices = devices or local_devices.default_devices()
-    # The first TensorFlow object made: MultiWorkerMirroredStrategy must exist before others.
-    distribution = strategies.make_strategy(
-        strategy, devices, **trainer_flags.replica_options(mirror_weights, split)
-    )
-    output_dir = outputs.output_dir(distribution, model_dir)
-    with model_dir_lib.exclusive(output_dir):
-        keras.utils.set_random_seed(seed)
-        data = data_lib.load(dataset, num_samples, image_size, seed)
-        print(data_lib.describe(dataset, data))
-        print(describe.describe_strategy(distribution))
-        if strategy == "replica":
-            print(describe.describe_split(distribution, split))
-
+    with trainer_run.start(
+        "train_custom_loop",
+        strategy=strategy,
+        devices=devices,
+        dataset=dataset,
+        num_samples=num_samples,
+        image_size=image_size,
+        batch_size=batch_size,
+        learning_rate=learning_rate,
+        model_dir=model_dir,
+        seed=seed,
+        mirror_weights=mirror_weights,
+        optimizer=optimizer,
+        split=split,
+    ) as run:
+        distribution, data, output_dir = run.distribution, run.data, run.output_dir
         with distribution.scope():
             model = data_lib.build_model(data.train_images.shape[1:], hidden_units, seed)
             adam = optimizers.make_optimizer(optimizer, learning_rate)
@@ -107,37 +99,34 @@ def train(
         log = _EpochLog(os.path.join(output_dir, "logs"))
         steps = data_lib.steps_per_epoch(len(data.train_labels), batch_size)
         history = {"loss": [], "val_accuracy": []}
-        for epoch in range(initial_epoch, epochs):
-            print(f"Epoch {epoch + 1}/{epochs}", flush=True)
-            batches = distribution.experimental_distribute_dataset(
-                data_lib.training_batches(
-                    data.train_images, data.train_labels, batch_size, seed, range(epoch, epoch + 1)
+        with run.timed_training():
+            for epoch in range(initial_epoch, epochs):
+                print(f"Epoch {epoch + 1}/{epochs}", flush=True)
+                batches = distribution.experimental_distribute_dataset(
+                    data_lib.training_batches(
+                        data.train_images,
+                        data.train_labels,
+                        batch_size,
+                        seed,
+                        range(epoch, epoch + 1),
+                    )
                 )
-            )
-            progress = keras.utils.Progbar(steps, verbose=verbose)
-            losses = []
-            for step, batch in enumerate(batches):
-                losses.append(float(train_step(batch)))
-                progress.update(step + 1, [("loss", losses[-1])])
-            values = {"loss": float(np.mean(losses)), "val_accuracy": evaluate()}
-            log.write(epoch, values)
-            for name, value in values.items():
-                history[name].append(value)
-            prefix = checkpoints.save(epoch + 1)
-            print(
-                f"Epoch {epoch + 1}/{epochs}: val_accuracy {values['val_accuracy']:.4f}, "
-                f"checkpoint saved to {prefix}",
-                flush=True,
-            )
-        return outputs.finish(
-            model,
-            output_dir,
-            evaluate(),
-            history,
-            initial_epoch,
-            epochs,
-            outputs.split_summary(distribution, split),
-        )
+                progress = keras.utils.Progbar(steps, verbose=verbose)
+                losses = []
+                for step, batch in enumerate(batches):
+                    losses.append(float(train_step(batch)))
+                    progress.update(step + 1, [("loss", losses[-1])])
+                values = {"loss": float(np.mean(losses)), "val_accuracy": evaluate()}
+                log.write(epoch, values)
+                for name, value in values.items():
+                    history[name].append(value)
+                prefix = checkpoints.save(epoch + 1)
+                print(
+                    f"Epoch {epoch + 1}/{epochs}: val_accuracy {values['val_accuracy']:.4f}, "
+                    f"checkpoint saved to {prefix}",
+                    flush=True,
+                )
+        return run.finish(model, evaluate(), history, initial_epoch, epochs)
 
 
 class _EpochLog:
@@ -204,23 +193,7 @@ def _make_evaluate(distribution, model, held_out, num_rows: int):
 
 def main(argv):
     del argv  # Unused.
-    program.configure_logging()
-    arguments = trainer_flags.train_arguments(DEFAULT_MODEL_DIR)
-    if arguments["strategy"] in local_devices.LOCAL_STRATEGIES:
-        # Before anything initializes TensorFlow: a count may split the CPU.
-        arguments["devices"] = local_devices.configure_devices(
-            arguments["devices"], arguments["split"]
-        )
-    else:
-        arguments["devices"] = None  # multi_worker and default choose their own devices.
-    if arguments["split"] != "auto":
-        # Not with split="auto": it times each replica with tf.timestamp, which op determinism
-        # refuses, and a split that follows measured times does not repeat run to run anyway.
-        tf.config.experimental.enable_op_determinism()
-    with program.exit_with_message(
-        checkpoints_lib.CorruptCheckpointError, checkpoints_lib.ModelMismatchError
-    ):
-        train(**arguments)
+    trainer_run.main(train, DEFAULT_MODEL_DIR)
 
 
 if __name__ == "__main__":

@@ -25,21 +25,11 @@ if __name__ == "__main__":
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 
 import keras  # noqa: E402
-import tensorflow as tf  # noqa: E402
 from absl import flags  # noqa: E402
 
 from examples import checkpoints as checkpoints_lib  # noqa: E402
 from examples import data as data_lib  # noqa: E402
-from examples import (  # noqa: E402
-    describe,
-    local_devices,
-    optimizers,
-    outputs,
-    program,
-    trainer_flags,
-)
-from examples import model_dir as model_dir_lib  # noqa: E402
-from replica_strategy import strategies  # noqa: E402
+from examples import optimizers, outputs, program, trainer_flags, trainer_run  # noqa: E402
 
 flags.adopt_module_key_flags(trainer_flags)  # --help lists the shared flags as this trainer's own.
 
@@ -88,6 +78,7 @@ def train(
       split: with strategy="replica", `ReplicaStrategy(split=...)`: "even", "auto" (rows move
         toward the faster devices as each step measures them) or one positive weight per
         device. Recorded in `summary.json` with the fractions in force at the end.
+        Everything `summary.json` records: docs/trainers.md.
       verbose: Keras' progress output.
 
     Returns:
@@ -98,21 +89,22 @@ def train(
       checkpoints.CorruptCheckpointError: a committed checkpoint's file is damaged.
       checkpoints.ModelMismatchError: the checkpoints in `model_dir` are of another model.
     """
-    if strategy in local_devices.LOCAL_STRATEGIES:
-        devices = devices or local_devices.default_devices()
-    # The first TensorFlow object made: MultiWorkerMirroredStrategy must exist before others.
-    distribution = strategies.make_strategy(
-        strategy, devices, **trainer_flags.replica_options(mirror_weights, split)
-    )
-    output_dir = outputs.output_dir(distribution, model_dir)
-    with model_dir_lib.exclusive(output_dir):
-        keras.utils.set_random_seed(seed)
-        data = data_lib.load(dataset, num_samples, image_size, seed)
-        print(data_lib.describe(dataset, data))
-        print(describe.describe_strategy(distribution))
-        if strategy == "replica":
-            print(describe.describe_split(distribution, split))
-
+    with trainer_run.start(
+        "train_keras",
+        strategy=strategy,
+        devices=devices,
+        dataset=dataset,
+        num_samples=num_samples,
+        image_size=image_size,
+        batch_size=batch_size,
+        learning_rate=learning_rate,
+        model_dir=model_dir,
+        seed=seed,
+        mirror_weights=mirror_weights,
+        optimizer=optimizer,
+        split=split,
+    ) as run:
+        distribution, data, output_dir = run.distribution, run.data, run.output_dir
         with distribution.scope():
             model = data_lib.build_model(data.train_images.shape[1:], hidden_units, seed)
             model.compile(
@@ -139,26 +131,19 @@ def train(
                 keras.callbacks.TensorBoard(os.path.join(output_dir, "logs"), write_graph=False),
                 _CheckpointEachEpoch(checkpoints, epochs),
             ]
-            history = model.fit(
-                batches,
-                epochs=epochs,
-                initial_epoch=initial_epoch,
-                steps_per_epoch=data_lib.steps_per_epoch(len(data.train_labels), batch_size),
-                validation_data=held_out,
-                callbacks=callbacks,
-                shuffle=False,  # Each epoch comes in its own order already (data.epoch_order).
-                verbose=verbose,
-            ).history
+            with run.timed_training():
+                history = model.fit(
+                    batches,
+                    epochs=epochs,
+                    initial_epoch=initial_epoch,
+                    steps_per_epoch=data_lib.steps_per_epoch(len(data.train_labels), batch_size),
+                    validation_data=held_out,
+                    callbacks=callbacks,
+                    shuffle=False,  # Each epoch comes in its own order already (epoch_order).
+                    verbose=verbose,
+                ).history
         accuracy = float(model.evaluate(held_out, return_dict=True, verbose=0)["accuracy"])
-        return outputs.finish(
-            model,
-            output_dir,
-            accuracy,
-            history,
-            initial_epoch,
-            epochs,
-            outputs.split_summary(distribution, split),
-        )
+        return run.finish(model, accuracy, history, initial_epoch, epochs)
 
 
 class _CheckpointEachEpoch(keras.callbacks.Callback):
@@ -176,23 +161,7 @@ class _CheckpointEachEpoch(keras.callbacks.Callback):
 
 def main(argv):
     del argv  # Unused.
-    program.configure_logging()
-    arguments = trainer_flags.train_arguments(DEFAULT_MODEL_DIR)
-    if arguments["strategy"] in local_devices.LOCAL_STRATEGIES:
-        # Before anything initializes TensorFlow: a count may split the CPU.
-        arguments["devices"] = local_devices.configure_devices(
-            arguments["devices"], arguments["split"]
-        )
-    else:
-        arguments["devices"] = None  # multi_worker and default choose their own devices.
-    if arguments["split"] != "auto":
-        # Not with split="auto": it times each replica with tf.timestamp, which op determinism
-        # refuses, and a split that follows measured times does not repeat run to run anyway.
-        tf.config.experimental.enable_op_determinism()
-    with program.exit_with_message(
-        checkpoints_lib.CorruptCheckpointError, checkpoints_lib.ModelMismatchError
-    ):
-        train(**arguments)
+    trainer_run.main(train, DEFAULT_MODEL_DIR)
 
 
 if __name__ == "__main__":

@@ -2,8 +2,9 @@
 
 A bad value ends the program with a message naming the flag before TensorFlow does any work:
 `DEFINE_enum` and bounds check single values, the validators below check the rest, and the
-two rules that involve two flags (`--mirror_weights` and `--split` are options of
-`--strategy=replica`) are multi-flag validators, checked once here. Each trainer declares these
+rules that involve two flags (`--mirror_weights` and `--split` are options of
+`--strategy=replica`; `--strategy=one_device` takes one device) are multi-flag validators,
+checked once here. Each trainer declares these
 flags its own (`flags.adopt_module_key_flags(trainer_flags)`), so its `--help` lists them, and
 turns them into the keyword arguments of its `train(...)` with `train_arguments(...)`.
 """
@@ -51,8 +52,8 @@ _DEVICES = flags.DEFINE_string(
     None,
     "Replica devices: a count ('4') or a comma-separated list of device names "
     "('/gpu:0,/gpu:1', '/cpu:0,/cpu:1') or GPU ids ('0,1'). With no GPU, a count splits the "
-    "CPU into that many logical devices; names must be devices the machine has (without a "
-    "GPU: /cpu:0 alone), they never split the CPU. Default: every GPU, else 2 logical CPUs. "
+    "CPU into that many logical devices, and so do the names /cpu:0 to /cpu:<n-1> (as a run "
+    "prints them); other names must be devices the machine has. Default: every GPU, else 2 logical CPUs. "
     "Ignored by --strategy=multi_worker and default.",
 )
 _DATASET = flags.DEFINE_enum(
@@ -253,6 +254,23 @@ def _check_mirror_weights(values: dict) -> bool:
     return True
 
 
+def _check_one_device(values: dict) -> bool:
+    if values["strategy"] != "one_device":
+        return True
+    try:
+        devices = parse_devices(values["devices"])
+    except ValueError:
+        return True  # The --devices validator reports it.
+    count = len(devices) if isinstance(devices, list) else devices
+    if count is not None and count > 1:
+        raise flags.ValidationError(
+            "--strategy=one_device runs one replica on one device: give one, e.g. --devices=1 "
+            "or --devices=/gpu:0, or replicate with --strategy=replica or mirrored. "
+            f"Received: --strategy=one_device --devices={values['devices']}"
+        )
+    return True
+
+
 def _check_split_strategy(values: dict) -> bool:
     # Every strategy splits evenly, so --split=even goes with any of them.
     if values["strategy"] != "replica" and values["split"].strip() != "even":
@@ -273,3 +291,4 @@ flags.register_validator(_SPLIT, _parsed_by(parse_split))
 flags.register_multi_flags_validator([_DATASET, _NUM_SAMPLES], _check_num_samples)
 flags.register_multi_flags_validator([_STRATEGY, _MIRROR_WEIGHTS], _check_mirror_weights)
 flags.register_multi_flags_validator([_STRATEGY, _SPLIT], _check_split_strategy)
+flags.register_multi_flags_validator([_STRATEGY, _DEVICES], _check_one_device)

@@ -1,11 +1,11 @@
 """Distributed datasets that split each batch by the fractions in force, re-read every step.
 
 With a split other than "even", TensorFlow's input pipeline still cuts each batch evenly (its
-rebatching is fixed when the dataset is distributed), but every part stays on the host
-(`host_input_workers`). The iterator then puts the parts back together, in their original row
-order, and cuts the batch again by sizes computed in the graph from `SplitState.fractions`, a
-host variable: changing the split ("auto") changes the sizes without retracing, and the
-batch dimension the step sees is dynamic. Part i then goes to replica device i.
+rebatching is fixed when the dataset is distributed), but every part stays on the host (the
+strategy's input workers deliver every part there). The iterator then puts the parts back
+together, in their original row order, and cuts the batch again by sizes computed in the graph
+from `SplitState.fractions`, a host variable: changing the split ("auto") changes the sizes
+without retracing, and the batch dimension the step sees is dynamic. Part i then goes to replica device i.
 
 The classes below are TensorFlow's `DistributedDataset`, `DistributedDatasetsFromFunction`
 and `DistributedIterator` with that one difference, plus their `TypeSpec`s, so that a dataset
@@ -24,11 +24,6 @@ from tensorflow.python.ops.ragged import ragged_tensor
 from tensorflow.python.util import nest
 
 from replica_strategy import batching
-
-
-def host_input_workers(host, num_replicas):
-    """Input workers that deliver every replica's part of the batch to `host`."""
-    return input_lib.InputWorkers([(host, (host,) * num_replicas)])
 
 
 def resplit(element, fractions, devices):

@@ -129,15 +129,9 @@ def resolve_gpus(gpus: int | Sequence[int | str] | None) -> list[str]:
             f"Received: gpus={gpus!r}"
         )
     if len(requested) <= 1:
-        hint = (
-            " This machine has no GPU; pass device names such as gpus=['/cpu:0', '/cpu:1'] "
-            "after splitting the CPU into logical devices."
-            if gpus is None
-            else ""
-        )
         raise ValueError(
             "For multi-gpu usage to be effective, call `multi_gpu_model` with `gpus >= 2` "
-            f"(or `len(gpus) >= 2`). Received: gpus={gpus!r}.{hint}"
+            f"(or `len(gpus) >= 2`). Received: gpus={gpus!r}.{_no_gpu_hint()}"
         )
     devices_lib.check_no_duplicates(requested, "gpus", gpus)
     available = devices_lib.available_devices()
@@ -145,9 +139,27 @@ def resolve_gpus(gpus: int | Sequence[int | str] | None) -> list[str]:
         raise ValueError(
             f"To call `multi_gpu_model` with `gpus={gpus!r}`, we expect the following devices "
             f"to be available: {requested}. However this machine only has: {available}. "
-            "Try reducing `gpus`."
+            f"Try reducing `gpus`.{_no_gpu_hint()}"
         )
     return requested
+
+
+def _no_gpu_hint() -> str:
+    """How to replicate without a GPU, for the legacy messages; empty where there are GPUs."""
+    if devices_lib.available_gpus():
+        return ""
+    cpus = [device.name for device in tf.config.list_logical_devices("CPU")]
+    if len(cpus) >= 2:
+        names = [devices_lib.short_name(name) for name in cpus]
+        return (
+            f" This machine has no GPU, and {len(cpus)} logical CPUs: pass their names, e.g. "
+            f"gpus={names[:2]!r}."
+        )
+    return (
+        " This machine has no GPU: split the CPU into logical devices before TensorFlow "
+        "initializes, with replica_strategy.logical_devices.split_cpu(2), then pass their "
+        "names, gpus=['/cpu:0', '/cpu:1']."
+    )
 
 
 # -- which Keras -----------------------------------------------------------------------------

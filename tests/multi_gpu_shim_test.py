@@ -142,6 +142,18 @@ class MultiGpuModelLegacySuiteTest(
         with self.assertRaisesRegex(ValueError, message):
             multi_gpu_model(_sequential(), gpus=gpus)
 
+    @parameterized.named_parameters(
+        ("too_many_gpus", 2, "Try reducing `gpus`"),
+        ("one_gpu", 1, "gpus >= 2"),
+    )
+    @placements.default_placement_only  # Its devices are written out.
+    def test_without_gpus_the_error_names_logical_cpus_to_pass(self, gpus, message):
+        # "Try reducing `gpus`" alone would lead to gpus=1, refused in turn.
+        with self.assertRaisesRegex(
+            ValueError, message + r".*no GPU, and \d+ logical CPUs.*gpus=\['/cpu:0', '/cpu:1'\]"
+        ):
+            multi_gpu_model(_sequential(), gpus=gpus)
+
     @placements.default_placement_only  # Its devices are written out.
     def test_missing_devices_error_lists_expected_and_available(self):
         with self.assertRaisesRegex(ValueError, r"GPU:0.*GPU:1.*only has: \[.*CPU:0"):

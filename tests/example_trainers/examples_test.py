@@ -117,13 +117,14 @@ class FlagsTest(parameterized.TestCase):
                 legacy_multi_gpu_model.main([])
 
     def test_a_device_name_the_process_lacks_names_the_flag_what_exists_and_the_fix(self):
-        # Names never split the CPU: only a count does (trainer_flags_test runs the trainer on
-        # a machine of one CPU, where /cpu:5 once gave six logical devices).
+        # Only a count or all of /cpu:0 .. /cpu:<n-1> split the CPU (trainer_flags_test runs the
+        # trainer on a machine of one CPU, where /cpu:5 once gave six logical devices).
         with self.assertRaisesRegex(
             app.UsageError,
             r"--devices names /cpu:9, which this process does not have\. Available: "
-            r"/device:CPU:0, .*/device:CPU:3.*\. Name devices from that list, or give a count, "
-            r"e\.g\. --devices=2: only a count splits the CPU .* Received: --devices=/cpu:0,/cpu:9",
+            r"/device:CPU:0, .*/device:CPU:3.*\. Name devices from that list, or split the CPU "
+            r"into logical devices: give a count, e\.g\. --devices=2, or name them all, "
+            r"--devices=/cpu:0,/cpu:1\. Received: --devices=/cpu:0,/cpu:9",
         ):
             local_devices.configure_devices(["/cpu:0", "/cpu:9"])
 
@@ -235,18 +236,16 @@ class TrainKerasTest(tf.test.TestCase, parameterized.TestCase):
         self.assertEqual(result.split, summary["split"])
 
     def test_even_split_is_recorded_for_every_strategy(self):
-        for strategy, fractions in (("replica", [0.5, 0.5]), ("mirrored", None)):
+        # Only ReplicaStrategy is asked for a split; the others split evenly whatever is asked.
+        for strategy, requested in (("replica", "even"), ("mirrored", None)):
             model_dir = self.create_tempdir().full_path
             train_keras.train(
                 strategy=strategy, devices=virtual_devices.cpus(2), model_dir=model_dir, **_TINY
             )
             with open(os.path.join(model_dir, "summary.json")) as file:
                 split = json.load(file)["split"]
-            self.assertEqual(split["requested"], "even")
-            if fractions is None:
-                self.assertIsNone(split["fractions"])
-            else:
-                self.assertAllClose(split["fractions"], fractions)
+            self.assertEqual(split["requested"], requested)
+            self.assertAllClose(split["fractions"], [0.5, 0.5])
 
     def test_uneven_split_trains_like_the_even_split(self):
         # Every row weighs 1/B under any split (no opt-in): the weights after fit are the same.

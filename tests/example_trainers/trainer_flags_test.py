@@ -88,8 +88,37 @@ class TrainerProgramTest(tf.test.TestCase, parameterized.TestCase):
         self.assertEqual(run.returncode, 1, run.stderr[-3000:])
         self.assertIn(
             "UsageError: --devices names /cpu:5, which this process does not have. Available: "
-            "/device:CPU:0. Name devices from that list, or give a count, e.g. --devices=1: "
-            "only a count splits the CPU into logical devices. Received: --devices=/cpu:5",
+            "/device:CPU:0. Name devices from that list, or split the CPU into logical devices: "
+            "give a count, e.g. --devices=2, or name them all, --devices=/cpu:0,/cpu:1. "
+            "Received: --devices=/cpu:5",
+            run.stderr,
+        )
+        self.assertNotIn("Strategy:", run.stdout)
+
+    def test_the_device_names_a_run_prints_are_accepted(self):
+        # This process has one CPU: /cpu:0 and /cpu:1, all of them, split it as --devices=2.
+        tiny = [flag for flag in _TINY if not flag.startswith("--devices")]
+        run = _run(
+            "train_keras",
+            *tiny,
+            "--devices=/cpu:0,/device:CPU:1",
+            f"--model_dir={self.create_tempdir().full_path}",
+        )
+        self.assertEqual(run.returncode, 0, run.stderr[-3000:])
+        self.assertIn("Strategy: ReplicaStrategy, 2 replicas on /cpu:0, /cpu:1.", run.stdout)
+
+    def test_one_device_with_several_devices_is_a_usage_error(self):
+        run = _run(
+            "train_keras",
+            "--strategy=one_device",
+            "--devices=2",
+            f"--model_dir={self.create_tempdir().full_path}",
+        )
+        self.assertEqual(run.returncode, 1, run.stderr[-3000:])
+        self.assertIn(
+            "--strategy=one_device runs one replica on one device: give one, e.g. --devices=1 or "
+            "--devices=/gpu:0, or replicate with --strategy=replica or mirrored. Received: "
+            "--strategy=one_device --devices=2",
             run.stderr,
         )
         self.assertNotIn("Strategy:", run.stdout)
@@ -110,6 +139,13 @@ class TrainerProgramTest(tf.test.TestCase, parameterized.TestCase):
             ["--strategy=mirrored"],
             "Strategy: MirroredStrategy, 2 replicas on /cpu:0, /cpu:1.",
             "Placement: a copy of the weights and of the optimizer state on each replica device",
+        ),
+        (
+            "one_device",
+            "train_keras",
+            ["--strategy=one_device", "--devices=1"],
+            "Strategy: OneDeviceStrategy, 1 replica on /cpu:0.",
+            "Placement: the weights, the optimizer state and every step on /cpu:0.",
         ),
         (
             "legacy",

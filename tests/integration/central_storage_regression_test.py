@@ -1,9 +1,12 @@
 """Regression tests: ReplicaStrategy has none of stock CentralStorageStrategy's Keras 3 defects.
 
-DESIGN.md lists the defects of `tf.distribute.experimental.CentralStorageStrategy` (the same
-parameter-server design) with Keras 3. Each test shows ReplicaStrategy does not have one; where it
-is cheap, a companion test shows CentralStorageStrategy on the same devices does, which proves the
-test can see the defect.
+`tf.distribute.experimental.CentralStorageStrategy` (the same parameter-server design) has these
+defects with Keras 3, one per test class below: it refuses the NONE-aggregated variables Keras
+layers write from replica context, counts some metric samples several times, cannot reduce nested
+structures, drops the last partial step of `distribute_datasets_from_function`, and raises on
+`InputOptions`. Each test shows ReplicaStrategy does not have one; where it is cheap, a companion
+test shows CentralStorageStrategy on the same devices does, which proves the test can see the
+defect.
 """
 
 import functools

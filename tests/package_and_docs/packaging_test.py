@@ -2,6 +2,7 @@
 
 import ast
 import email.parser
+import importlib
 import inspect
 import pathlib
 import shutil
@@ -14,7 +15,7 @@ import tomllib
 from absl.testing import absltest
 
 import replica_strategy
-from replica_strategy import _tensorflow_check, keras_compat
+from replica_strategy import _tensorflow_check
 
 import project_wheel
 
@@ -147,7 +148,12 @@ class PublicApiTest(absltest.TestCase):
         for name in replica_strategy.__all__:
             self.assertTrue(hasattr(replica_strategy, name), name)
 
-    def test_keras_compat_still_exports_the_moved_helpers(self):
+    def test_keras_compat_warns_and_still_exports_the_moved_helpers(self):
+        sys.modules.pop("replica_strategy.keras_compat", None)
+        with self.assertWarnsRegex(
+            DeprecationWarning, "import multi_gpu_model.*from replica_strategy"
+        ):
+            keras_compat = importlib.import_module("replica_strategy.keras_compat")
         for name in ("exact_uneven_batches", "multi_gpu_model", "register_tf_keras"):
             self.assertIs(getattr(keras_compat, name), getattr(replica_strategy, name))
 
