@@ -465,12 +465,13 @@ class ReplicaExtended(parameter_server_strategy.ParameterServerStrategyExtended)
 
     @property
     def weights_rows(self) -> bool:
-        """Whether every model weighs each row 1/B in the gradient (`_row_weights`).
+        """Whether every model weighs each row 1/B in the gradient (`_row_weights`): always.
 
-        True under any `split` other than "even", whose replicas take unequal shares of every
-        batch; False with the even split (tf.distribute's convention, unless a model asks).
+        True under every `split`, the even split included, so a batch that does not split
+        evenly (a partial last batch) trains as on one device, not by tf.distribute's
+        convention (each replica's mean loss weighted 1/N, MirroredStrategy's).
         """
-        return self._split.resplits
+        return True
 
     @property
     def experimental_between_graph(self):

@@ -1,8 +1,8 @@
 """Exact gradients on uneven splits: every row weighs 1/B, as on one device.
 
-`exact_uneven_batches` opts a Keras 3 model in; `multi_gpu_model` does it for its models, and
-a `ReplicaStrategy` whose split is uneven by design does it for every model. The arithmetic is
-in `_row_weights`.
+Every model under a `ReplicaStrategy` is weighed so by default, under every split, the even
+split included; `exact_uneven_batches` is kept for code written when it was an opt-in. The
+arithmetic is in `_row_weights`.
 """
 
 from __future__ import annotations
@@ -19,19 +19,21 @@ ModelT = TypeVar("ModelT", bound="keras.Model")
 
 
 def exact_uneven_batches(model: ModelT) -> ModelT:
-    """Makes a compiled Keras 3 model in `ReplicaStrategy.scope()` exact on uneven splits.
+    """Kept for old code: exact rows on uneven splits are now every model's default.
 
-    By tf.distribute's convention, each replica's mean loss weighs 1/N in the gradient, so when
-    B rows do not split evenly the rows of short replicas weigh more than on one device.
-    After this call every row weighs 1/B, as on one device and as in the legacy
-    `multi_gpu_model` (whose models get this automatically). Even splits are unchanged.
+    By tf.distribute's convention (MirroredStrategy's), each replica's mean loss weighs 1/N in
+    the gradient, so when B rows do not split evenly the rows of short replicas weigh more than
+    on one device. `ReplicaStrategy` now weighs every row 1/B for every model, under every
+    split, the even split included, as on one device and as in the legacy `multi_gpu_model`.
+    This call checks the model and changes nothing more (it once opted the model in).
 
     ```python
     with strategy.scope():
         model = build_model()
         model.compile(optimizer="sgd", loss="mse")
     replica_strategy.exact_uneven_batches(model)
-    model.fit(x, y, batch_size=10)  # 4, 4, 2 rows on 3 replicas: the one-device gradient.
+    model.fit(x, y, batch_size=10)  # 4, 4, 2 rows on 3 replicas: the one-device gradient,
+    # with or without the call.
     ```
 
     Args:

@@ -36,6 +36,8 @@ _MARKS = {
     (optimizer_v2.OptimizerV2, "apply_gradients"): "_replica_strategy_checks_aggregation",
     (tf_keras_optimizer.Optimizer, "apply_gradients"): "_replica_strategy_checks_aggregation",
     (tf_keras_training.Model, "compute_loss"): "_replica_strategy_weights_rows",
+    (TensorFlowTrainer, "make_train_function"): "_replica_strategy_checks_row_weighting",
+    (tf_keras_training.Model, "make_train_function"): "_replica_strategy_checks_row_weighting",
 }
 
 
@@ -49,6 +51,7 @@ class UpstreamInternalsTest(tf.test.TestCase):
         self.assertIn("grads_and_vars", _parameters(TFOptimizer._all_reduce_sum_gradients))
         self.assertIn("iterator", _parameters(TensorFlowTrainer._maybe_symbolic_build))
         self.assertIn("data_batch", _parameters(TensorFlowTrainer._maybe_symbolic_build))
+        self.assertIn("force", _parameters(TensorFlowTrainer.make_train_function))
         # Keras clips before it sums: the order the Keras 3 adapter reverses.
         source = inspect.getsource(TFOptimizer._backend_update_step)
         self.assertIn("_all_reduce_sum_gradients", source)
@@ -80,6 +83,7 @@ class UpstreamInternalsTest(tf.test.TestCase):
             "skip_gradients_aggregation", _parameters(tf_keras_optimizer.Optimizer.apply_gradients)
         )
         self.assertIn("y_pred", _parameters(tf_keras_training.Model.compute_loss))
+        self.assertIn("force", _parameters(tf_keras_training.Model.make_train_function))
         self.assertTrue(callable(loss_scale_optimizer.strategy_supports_loss_scaling))
         self.assertTrue(
             hasattr(

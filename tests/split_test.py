@@ -33,7 +33,8 @@ class SplitArgumentTest(tf.test.TestCase, parameterized.TestCase):
     def test_even_is_the_default_and_reports_equal_fractions(self):
         self.assertEqual(ReplicaStrategy(_TWO).split, (0.5, 0.5))
         self.assertEqual(ReplicaStrategy(_THREE, split="even").split, (1 / 3,) * 3)
-        self.assertFalse(ReplicaStrategy(_TWO).extended.weights_rows)
+        # Every row weighs 1/B under every split, the even split included.
+        self.assertTrue(ReplicaStrategy(_TWO).extended.weights_rows)
 
     @parameterized.named_parameters(
         ("ints", [3, 1], (0.75, 0.25)),
@@ -57,7 +58,7 @@ class SplitArgumentTest(tf.test.TestCase, parameterized.TestCase):
         for split in ("even", "auto", [5]):
             strategy = ReplicaStrategy(["/cpu:1"], split=split)
             self.assertEqual(strategy.split, (1.0,))
-            self.assertFalse(strategy.extended.weights_rows)
+            self.assertTrue(strategy.extended.weights_rows)  # A factor of 1.
 
     @parameterized.named_parameters(
         ("unknown_string", "fast", ValueError, r"`split` must be .*Received: split='fast'"),

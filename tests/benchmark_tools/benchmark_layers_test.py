@@ -20,6 +20,7 @@ _LAYERS = {
         "benchmarks.host_update",
         "benchmarks.memory_probe",
         "benchmarks.mixed_speeds",
+        "benchmarks.row_weighting_cost",
         "benchmarks.suite",
         "benchmarks.traffic",
         "benchmarks.workloads",

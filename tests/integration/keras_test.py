@@ -122,24 +122,29 @@ class KerasFitEvaluatePredictTest(
         expected = reference.train_on_batch(x, y, return_dict=True)
         self.assertAllClose(model.train_on_batch(x, y, return_dict=True), expected, atol=1e-5)
 
-    def test_uneven_split_follows_mirrored_strategy_convention(self):
-        # 43 rows, batch 8 on 2 replicas: the last batch of 3 splits 2, 1. Like
-        # MirroredStrategy, each replica's mean loss is weighted 1/2 (not exact, documented).
+    def test_even_split_partial_batch_trains_like_one_device(self):
+        # 43 rows, batch 8 on 2 replicas: the last batch of 3 splits 2, 1. Every row weighs
+        # 1/B by default (MirroredStrategy weighs each replica's mean loss 1/2: it differs).
         x, y = _data(43)
-        weights = []
-        for strategy in (
-            self.replica_strategy(2),
-            self.mirrored_strategy(2),
-        ):
-            model = keras_testing.in_scope(strategy, _mlp)
-            model.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0)
-            weights.append(model.get_weights())
-        for ours, mirrored in zip(*weights, strict=True):
-            self.assertAllClose(ours, mirrored, atol=1e-5)
+        reference = _mlp()
+        model = keras_testing.in_scope(self.replica_strategy(2), _mlp)
+        mirrored = keras_testing.in_scope(self.mirrored_strategy(2), _mlp)
+        expected = reference.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0)
+        history = model.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0)
+        mirrored.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0)
+        self.assertAllClose(history.history, expected.history, atol=1e-6)
+        self.assertLess(keras_testing.max_weight_difference(model, reference), 1e-6)
+        self.assertGreater(keras_testing.max_weight_difference(mirrored, reference), 1e-5)
+        # evaluate's loss and metrics on a partial last batch (3 of 43 again): one device's.
+        self.assertAllClose(
+            model.evaluate(x, y, batch_size=8, verbose=0, return_dict=True),
+            reference.evaluate(x, y, batch_size=8, verbose=0, return_dict=True),
+            atol=1e-6,
+        )
 
     @parameterized.named_parameters(("ten_on_three", 3, 10), ("ten_on_four", 4, 10))
     def test_exact_uneven_batches_trains_like_one_device(self, num_replicas, batch_size):
-        # Opt-in: every row weighs 1/B in the gradient, however the batch splits.
+        # The default, and the opt-in still works (idempotent): 1/B per row, however it splits.
         x, y = _data(40)
         reference = _mlp()
         model = keras_testing.in_scope(self.replica_strategy(num_replicas), _mlp)

@@ -60,6 +60,22 @@ class TfKerasUnderScopeTest(placements.PlacementTestCase, tf.test.TestCase, para
         )
         self.assertAllClose(model.predict(x, batch_size=7, verbose=0), reference(x), atol=1e-5)
 
+    def test_even_split_partial_batch_matches_one_device(self):
+        # 43 rows, batch 8 on 2 replicas: the last batch of 3 splits 2, 1. Every row weighs 1/B
+        # in fit (MirroredStrategy weighs each replica's mean loss 1/2) and in evaluate.
+        x, y = _data(43)
+        reference = _mlp()
+        model = keras_testing.in_scope(self.replica_strategy(2), _mlp)
+        expected = reference.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0).history
+        history = model.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0).history
+        self.assertAllClose(history, expected, atol=1e-6)
+        self.assertLess(keras_testing.max_weight_difference(model, reference), 1e-6)
+        self.assertAllClose(
+            model.evaluate(x, y, batch_size=8, verbose=0, return_dict=True),
+            reference.evaluate(x, y, batch_size=8, verbose=0, return_dict=True),
+            atol=1e-6,
+        )
+
     def test_dataset_validation_and_steps_per_execution_match_single_device(self):
         x, y = _data(40)
         train = tf.data.Dataset.from_tensor_slices((x[:32], y[:32])).batch(8)
