@@ -1,0 +1,388 @@
+"""`split="auto"`: each replica's busy time in a step, and the controller that balances it.
+
+**Measurement** (`Measurement`, one per measured `run`). A step's replicas meet at its
+synchronization points: every reduction, gather and all-reduce they reach inside one `run`
+(`_step.Step.synchronize`). Between two points, a replica computes and then waits for the
+others. Timestamps, taken in the graph on the host once one element of each value is copied
+there (so a GPU's asynchronous kernels are counted), mark: each replica's start (its inputs
+ready; its work is gated on that timestamp), each replica's values ready at each point, each
+point's result, and each replica's outputs of `run` ready. A replica's busy time is the sum
+over the segments of (its values ready - the later of the segment's start and the previous
+point's result), at least 0: waiting for the other replicas is not counted, and a row count,
+a synchronized BatchNorm or a metric reduced mid-step neither ends the measurement nor lends
+one replica another's time (`busy_times`).
+
+**Controller** (`adapt`, a pure function of plain values or tensors, run eagerly in tests and
+in the graph inside the step on host variables, so a new split retraces nothing). It balances
+busy times directly, never fitting a cost per row (a replica's fixed cost per step would then
+read as slowness and drive its share to the floor):
+- the first measured step (warm-up) is dropped, and so is a step in which a replica has no
+  rows or no busy time;
+- per replica, busy times are averaged since the split last moved (a running mean, then a
+  moving average whose newest measurement weighs `SMOOTHING`);
+- after `MEASUREMENTS_BEFORE_MOVING` such steps, if the relative imbalance
+  (max - min) / mean of the averages exceeds `DEADBAND` (or the split is already moving and it
+  exceeds `SETTLED`: hysteresis), each share is multiplied by (mean / busy) ** `DAMPING`,
+  renormalized, changed by at most `LARGEST_MOVE`, and kept at or above
+  `FLOOR_OF_EVEN_SHARE` of an even share; the averages then restart.
+
+Equal devices, whatever their fixed cost, stay even: their busy times are already equal.
+"""
+
+from __future__ import annotations
+
+import collections
+
+import numpy as np
+from tensorflow.python.distribute import distribute_utils, values
+from tensorflow.python.eager import def_function
+from tensorflow.python.framework import constant_op, dtypes, ops, tensor_util
+from tensorflow.python.ops import (
+    array_ops,
+    array_ops_stack,
+    cond,
+    gen_logging_ops,
+    math_ops,
+    resource_variable_ops,
+    script_ops,
+    sort_ops,
+)
+from tensorflow.python.platform import tf_logging
+from tensorflow.python.util import nest
+
+# Weight of the newest busy time in each replica's moving average (once past the running mean).
+SMOOTHING = 0.3
+# Measured steps at the split in force before it may move.
+MEASUREMENTS_BEFORE_MOVING = 4
+# The split starts moving when (max - min) / mean of the averaged busy times exceeds DEADBAND,
+# and keeps moving, a move every MEASUREMENTS_BEFORE_MOVING steps, while it exceeds SETTLED.
+DEADBAND = 0.15
+SETTLED = 0.05
+# Each move multiplies a share by (mean busy time / its busy time) ** DAMPING ...
+DAMPING = 0.7
+# ... and changes no share by more than this.
+LARGEST_MOVE = 0.1
+# Each replica keeps at least this part of an even share.
+FLOOR_OF_EVEN_SHARE = 0.1
+# Measured steps dropped at the start (tracing, first allocations).
+WARM_UP_STEPS = 1
+
+ControllerState = collections.namedtuple(
+    "ControllerState", ["fractions", "averages", "measured", "moving", "warm_up_left"]
+)
+ControllerState.__doc__ = """The controller's state: `fractions` in force, per-replica busy
+time `averages` since the last move, `measured` steps since the last move, `moving`
+(hysteresis), `warm_up_left` measured steps still to drop."""
+
+
+def initial_state(num_replicas):
+    """The controller's state before any step: an even split."""
+    return ControllerState(
+        fractions=np.full([num_replicas], 1.0 / num_replicas),
+        averages=np.zeros([num_replicas]),
+        measured=np.int64(0),
+        moving=False,
+        warm_up_left=np.int64(WARM_UP_STEPS),
+    )
+
+
+def adapt(state, busy, rows):
+    """The controller's next state after a step with per-replica `busy` times and `rows`.
+
+    Pure: `state` a `ControllerState` of numbers or tensors, the result one of tensors.
+    """
+    fractions = math_ops.cast(state.fractions, dtypes.float64)
+    averages = math_ops.cast(state.averages, dtypes.float64)
+    measured = math_ops.cast(state.measured, dtypes.int64)
+    moving = math_ops.cast(state.moving, dtypes.bool)
+    warm_up_left = math_ops.cast(state.warm_up_left, dtypes.int64)
+    busy = math_ops.cast(busy, dtypes.float64)
+    rows = math_ops.cast(rows, dtypes.float64)
+    usable = math_ops.reduce_all(rows > 0) & math_ops.reduce_all(busy > 0)
+    counts = usable & (warm_up_left <= 0)
+
+    count = measured + 1
+    weight = math_ops.maximum(
+        1.0 / math_ops.cast(count, dtypes.float64), constant_op.constant(SMOOTHING, dtypes.float64)
+    )
+    new_averages = (1.0 - weight) * averages + weight * busy
+    mean = math_ops.reduce_mean(new_averages)
+    imbalance = math_ops.div_no_nan(
+        math_ops.reduce_max(new_averages) - math_ops.reduce_min(new_averages), mean
+    )
+    ready = count >= MEASUREMENTS_BEFORE_MOVING
+    move = ready & ((imbalance > DEADBAND) | (moving & (imbalance > SETTLED)))
+
+    proposed = fractions * math_ops.pow(math_ops.div_no_nan(mean, new_averages), DAMPING)
+    proposed = proposed / math_ops.reduce_sum(proposed)
+    proposed = fractions + math_ops.minimum(
+        math_ops.maximum(proposed - fractions, -LARGEST_MOVE), LARGEST_MOVE
+    )
+    num_replicas = math_ops.cast(array_ops.size(fractions), dtypes.float64)
+    proposed = _with_floor(
+        proposed / math_ops.reduce_sum(proposed), FLOOR_OF_EVEN_SHARE / num_replicas
+    )
+
+    moved = counts & move
+    return ControllerState(
+        fractions=array_ops.where_v2(moved, proposed, fractions),
+        averages=array_ops.where_v2(
+            moved,
+            array_ops.zeros_like(averages),
+            array_ops.where_v2(counts, new_averages, averages),
+        ),
+        measured=array_ops.where_v2(
+            moved,
+            constant_op.constant(0, dtypes.int64),
+            array_ops.where_v2(counts, count, measured),
+        ),
+        moving=array_ops.where_v2(counts & ready, move, moving),
+        warm_up_left=array_ops.where_v2(
+            usable & (warm_up_left > 0), warm_up_left - 1, warm_up_left
+        ),
+    )
+
+
+def busy_times(starts, synchronizations, ends):
+    """Each replica's busy time in a step, from its timestamps (numbers or scalar tensors).
+
+    `starts[i]`: replica i's start; `synchronizations`: per point, `(ready, result)`, `ready[i]`
+    when replica i's values were ready and `result` when the point's result was; `ends[i]`:
+    replica i's outputs ready (None: the last segment is not measured). The points are taken
+    in the order their results came (the order they were traced in need not be the order they
+    ran in). A segment counts from the later of its start and the previous point's result, and
+    at least 0.
+    """
+    num_replicas = len(starts)
+    busy = [constant_op.constant(0.0, dtypes.float64)] * num_replicas
+    begins = [math_ops.cast(start, dtypes.float64) for start in starts]
+    ends = [None] * num_replicas if ends is None else ends
+    if synchronizations:
+        results = array_ops_stack.stack(
+            [math_ops.cast(result, dtypes.float64) for _, result in synchronizations]
+        )
+        ready = array_ops_stack.stack(
+            [
+                array_ops_stack.stack([math_ops.cast(time, dtypes.float64) for time in times])
+                for times, _ in synchronizations
+            ]
+        )
+        order = sort_ops.argsort(results, stable=True)
+        results = array_ops.gather(results, order)
+        ready = array_ops.gather(ready, order)
+        for point in range(len(synchronizations)):
+            for replica in range(num_replicas):
+                busy[replica] += _segment(begins[replica], ready[point, replica])
+                begins[replica] = math_ops.maximum(begins[replica], results[point])
+    for replica in range(num_replicas):
+        if ends[replica] is not None:
+            busy[replica] += _segment(begins[replica], ends[replica])
+    return array_ops_stack.stack(busy)
+
+
+def _segment(begin, end):
+    return math_ops.maximum(math_ops.cast(end, dtypes.float64) - begin, 0.0)
+
+
+class AutoSplit:
+    """`split="auto"` of one strategy: the controller's state as host variables."""
+
+    def __init__(self, fractions, num_replicas, host):
+        self.fractions = fractions
+        self.num_replicas = num_replicas
+        self.host = host
+        initial = initial_state(num_replicas)
+        self._averages = host_variable(
+            initial.averages, dtypes.float64, host, "replica_split_busy_times"
+        )
+        self._measured = host_variable(
+            initial.measured, dtypes.int64, host, "replica_split_measured"
+        )
+        self._moving = host_variable(initial.moving, dtypes.bool, host, "replica_split_moving")
+        self._warm_up_left = host_variable(
+            initial.warm_up_left, dtypes.int64, host, "replica_split_warm_up_left"
+        )
+        # Read by every timestamp, written by nothing: see `_timestamp_once`.
+        self._anchor = host_variable(0.0, dtypes.float64, host, "replica_split_anchor")
+
+    def start(self, inputs, rows):
+        """A `Measurement` of the `run` on `inputs`, and the inputs to run it on (gated)."""
+        starts = [
+            self.timestamp_after(distribute_utils.select_replica(replica, inputs))
+            for replica in range(self.num_replicas)
+        ]
+        if any(start is None for start in starts):
+            return None, inputs
+        return Measurement(self, starts, rows), _after_starts(inputs, starts)
+
+    def timestamp_after(self, structure):
+        """A host timestamp taken once every numeric tensor of `structure` is computed.
+
+        The timestamp waits on a copy to the host of one element of each tensor, so that it
+        follows the computation itself, not only its launch (GPU kernels run asynchronously).
+        None when `structure` holds no numeric tensor.
+        """
+        markers = []
+        for leaf in nest.flatten(_components(structure), expand_composites=True):
+            if not tensor_util.is_tf_type(leaf) or not (
+                leaf.dtype.is_floating or leaf.dtype.is_integer
+            ):
+                continue
+            with ops.device(leaf.device):
+                first = array_ops.reshape(leaf, [-1])[:1]
+                markers.append(math_ops.reduce_sum(math_ops.cast(first, dtypes.float64)))
+        if not markers:
+            return None
+        with ops.device(self.host):
+            ready = math_ops.add_n([array_ops.identity(marker) for marker in markers])
+            return _timestamp_once(ready, self._anchor)
+
+    def update(self, busy, rows):
+        """Runs the controller on one step's `busy` times and `rows`, in the graph."""
+        with ops.device(self.host):
+            old = ControllerState(
+                self.fractions.read_value(),
+                self._averages.read_value(),
+                self._measured.read_value(),
+                self._moving.read_value(),
+                self._warm_up_left.read_value(),
+            )
+            rows = array_ops_stack.stack([math_ops.cast(count, dtypes.float64) for count in rows])
+            new = adapt(old, busy, rows)
+            assigns = [
+                self._averages.assign(new.averages),
+                self._measured.assign(new.measured),
+                self._moving.assign(new.moving),
+                self._warm_up_left.assign(new.warm_up_left),
+            ]
+            changed = math_ops.reduce_any(math_ops.not_equal(new.fractions, old.fractions))
+
+            def apply():
+                assign = self.fractions.assign(new.fractions)
+                with ops.control_dependencies([assign]):
+                    script_ops.eager_py_func(_log_change, [old.fractions, new.fractions], [])
+                return array_ops.identity(changed)
+
+            with ops.control_dependencies(assigns):
+                cond.cond(changed, apply, lambda: array_ops.identity(changed))
+
+
+class Measurement:
+    """The timestamps of one measured `run` (see the module docstring)."""
+
+    def __init__(self, auto, starts, rows):
+        self._auto = auto
+        self._starts = starts
+        self._rows = rows
+        self._synchronizations = []
+        self._pending = []
+
+    def before_synchronization(self, value):
+        self._pending.append(self._per_replica_times(value))
+
+    def after_synchronization(self, result):
+        ready = self._pending.pop()
+        if ready is None:
+            return
+        done = self._auto.timestamp_after(result)
+        if done is not None:
+            self._synchronizations.append((ready, done))
+
+    def finish(self, outputs):
+        """Ends the measurement at the replicas' `outputs` and runs the controller."""
+        ends = [
+            self._auto.timestamp_after(distribute_utils.select_replica(replica, outputs))
+            for replica in range(self._auto.num_replicas)
+        ]
+        if not self._synchronizations and any(end is None for end in ends):
+            return
+        with ops.device(self._auto.host):
+            busy = busy_times(self._starts, self._synchronizations, ends)
+        self._auto.update(busy, self._rows)
+
+    def _per_replica_times(self, value):
+        times = [
+            self._auto.timestamp_after(distribute_utils.select_replica(replica, value))
+            for replica in range(self._auto.num_replicas)
+        ]
+        return None if any(time is None for time in times) else times
+
+
+def _components(structure):
+    """`structure` with distributed values (a reduction's result) as their components."""
+    return nest.map_structure(
+        lambda leaf: list(leaf.values) if isinstance(leaf, values.DistributedValues) else leaf,
+        structure,
+    )
+
+
+def _after_starts(inputs, starts):
+    """`inputs` with replica i's parts computed only after `starts[i]`.
+
+    Without this, a replica's work could start before its start timestamp runs (the runtime
+    may have no thread free for the timestamp), and the measurement would miss that work.
+    """
+
+    def gate(leaf):
+        if not isinstance(leaf, values.PerReplica) or len(leaf.values) != len(starts):
+            return leaf
+        gated = []
+        for part, start in zip(leaf.values, starts, strict=True):
+            if not tensor_util.is_tf_type(part):
+                gated.append(part)
+                continue
+            with ops.device(part.device), ops.control_dependencies([start]):
+                gated.append(nest.map_structure(array_ops.identity, part, expand_composites=True))
+        return values.PerReplica(tuple(gated))
+
+    return nest.map_structure(gate, inputs)
+
+
+def _with_floor(shares, floor):
+    """`shares` (sum 1) with each at least `floor`: what the small ones gain, the others give
+    in proportion to how far above the floor they are (so none falls below it)."""
+    below = shares < floor
+    shortfall = math_ops.reduce_sum(
+        array_ops.where_v2(below, floor - shares, array_ops.zeros_like(shares))
+    )
+    room = array_ops.where_v2(below, array_ops.zeros_like(shares), shares - floor)
+    return array_ops.where_v2(
+        below,
+        array_ops.fill(array_ops.shape(shares), math_ops.cast(floor, shares.dtype)),
+        shares - shortfall * math_ops.div_no_nan(room, math_ops.reduce_sum(room)),
+    )
+
+
+@def_function.function(autograph=False)
+def _timestamp_once(ready, anchor):  # pylint: disable=unused-argument
+    """A timestamp taken once `ready` is computed, unordered with other stateful ops.
+
+    In a `tf.function`, automatic control dependencies chain every stateful op that takes no
+    resource (`tf.timestamp`, `tf.print`, `tf.py_function`, ...) in program order: bare, one
+    replica's timestamps would wait for the other replica's. A call that takes a resource
+    (`anchor`, which nothing writes) is ordered only with the writes to that resource.
+    """
+    with ops.control_dependencies([ready]):
+        return gen_logging_ops.timestamp()
+
+
+def _log_change(old, new):
+    tf_logging.info(
+        "ReplicaStrategy split='auto': each replica's share of the batch is now %s (was %s), "
+        "balancing the replicas' busy times",
+        _rounded(new),
+        _rounded(old),
+    )
+
+
+def _rounded(fractions):
+    return [round(float(value), 3) for value in np.asarray(fractions)]
+
+
+def host_variable(initial, dtype, host, name):
+    """A plain variable on `host`, made outside any strategy and any function being traced."""
+    with ops.init_scope(), ops.device(host):
+        # ResourceVariable directly, not tf.Variable: no strategy's variable creator sees it.
+        return resource_variable_ops.ResourceVariable(
+            np.asarray(initial, dtype.as_numpy_dtype), trainable=False, name=name
+        )
