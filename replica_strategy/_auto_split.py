@@ -61,7 +61,7 @@ SETTLED = 0.05
 # Each move multiplies a share by (mean busy time / its busy time) ** DAMPING ...
 DAMPING = 0.7
 # ... and changes no share by more than this.
-LARGEST_MOVE = 0.1
+LARGEST_MOVE = 0.05
 # Each replica keeps at least this part of an even share.
 FLOOR_OF_EVEN_SHARE = 0.1
 # Measured steps dropped at the start (tracing, first allocations).
