@@ -111,7 +111,9 @@ class ControllerTest(tf.test.TestCase):
         self.assertTrue(state.moving)
         for _ in range(_auto_split.MEASUREMENTS_BEFORE_MOVING):
             state = _numpy(_auto_split.adapt(state, [0.001, 0.1], [32, 32]))
-        self.assertAllClose(state.fractions[0] - expected[0] / expected.sum(), 0.1)
+        self.assertAllClose(
+            state.fractions[0] - expected[0] / expected.sum(), _auto_split.LARGEST_MOVE
+        )
 
 
 class BusyTimesTest(tf.test.TestCase):
