@@ -275,13 +275,17 @@ class Measurement:
         self._starts = starts
         self._rows = rows
         self._synchronizations = []
-        self._pending = []
 
-    def before_synchronization(self, value):
-        self._pending.append(self._per_replica_times(value))
+    def ready_times(self, value):
+        """When each replica's part of `value` is ready (None: some part holds no number)."""
+        times = [
+            self._auto.timestamp_after(distribute_utils.select_replica(replica, value))
+            for replica in range(self._auto.num_replicas)
+        ]
+        return None if any(time is None for time in times) else times
 
-    def after_synchronization(self, result):
-        ready = self._pending.pop()
+    def synchronized(self, ready, result):
+        """Records a synchronization point: `ready` (from `ready_times`) and its `result`."""
         if ready is None:
             return
         done = self._auto.timestamp_after(result)
@@ -299,13 +303,6 @@ class Measurement:
         with ops.device(self._auto.host):
             busy = busy_times(self._starts, self._synchronizations, ends)
         self._auto.update(busy, self._rows)
-
-    def _per_replica_times(self, value):
-        times = [
-            self._auto.timestamp_after(distribute_utils.select_replica(replica, value))
-            for replica in range(self._auto.num_replicas)
-        ]
-        return None if any(time is None for time in times) else times
 
 
 def _components(structure):

@@ -40,9 +40,9 @@ class Step:
         """
         if self.measurement is None:
             return reduce_fn(values)
-        self.measurement.before_synchronization(values)
+        ready = self.measurement.ready_times(values)
         result = reduce_fn(values)
-        self.measurement.after_synchronization(result)
+        self.measurement.synchronized(ready, result)
         return result
 
 
