@@ -67,12 +67,31 @@ FLOOR_OF_EVEN_SHARE = 0.1
 # Measured steps dropped at the start (tracing, first allocations).
 WARM_UP_STEPS = 1
 
+# A move must show: the next measurement's change of the (log) busy-time imbalance, over the
+# (log) change of the shares, is the replicas' response to rows (1: busy time proportional to
+# rows, 0: rows change nothing). Below MIN_RESPONSE the move is undone and the split holds;
+# after a move undone, the response estimate recovers by RECOVERY of the way to 1 per decision.
+MIN_RESPONSE = 0.3
+RECOVERY = 0.05
+
 ControllerState = collections.namedtuple(
-    "ControllerState", ["fractions", "averages", "measured", "moving", "warm_up_left"]
+    "ControllerState",
+    [
+        "fractions",
+        "averages",
+        "measured",
+        "moving",
+        "warm_up_left",
+        "response",
+        "last_move",
+        "last_imbalance",
+    ],
 )
 ControllerState.__doc__ = """The controller's state: `fractions` in force, per-replica busy
 time `averages` since the last move, `measured` steps since the last move, `moving`
-(hysteresis), `warm_up_left` measured steps still to drop."""
+(hysteresis), `warm_up_left` measured steps still to drop, the estimated `response` of busy
+times to rows, and the `last_move` (log shares, centered) with the `last_imbalance` (log busy
+times, centered) it answered (zeros: no move to judge)."""
 
 
 def initial_state(num_replicas):
@@ -83,6 +102,9 @@ def initial_state(num_replicas):
         measured=np.int64(0),
         moving=False,
         warm_up_left=np.int64(WARM_UP_STEPS),
+        response=1.0,
+        last_move=np.zeros([num_replicas]),
+        last_imbalance=np.zeros([num_replicas]),
     )
 
 
@@ -91,56 +113,86 @@ def adapt(state, busy, rows):
 
     Pure: `state` a `ControllerState` of numbers or tensors, the result one of tensors.
     """
-    fractions = math_ops.cast(state.fractions, dtypes.float64)
-    averages = math_ops.cast(state.averages, dtypes.float64)
+    f64 = dtypes.float64
+    fractions = math_ops.cast(state.fractions, f64)
+    averages = math_ops.cast(state.averages, f64)
     measured = math_ops.cast(state.measured, dtypes.int64)
     moving = math_ops.cast(state.moving, dtypes.bool)
     warm_up_left = math_ops.cast(state.warm_up_left, dtypes.int64)
-    busy = math_ops.cast(busy, dtypes.float64)
-    rows = math_ops.cast(rows, dtypes.float64)
+    response = math_ops.cast(state.response, f64)
+    last_move = math_ops.cast(state.last_move, f64)
+    last_imbalance = math_ops.cast(state.last_imbalance, f64)
+    busy = math_ops.cast(busy, f64)
+    rows = math_ops.cast(rows, f64)
     usable = math_ops.reduce_all(rows > 0) & math_ops.reduce_all(busy > 0)
     counts = usable & (warm_up_left <= 0)
 
     count = measured + 1
-    weight = math_ops.maximum(
-        1.0 / math_ops.cast(count, dtypes.float64), constant_op.constant(SMOOTHING, dtypes.float64)
-    )
+    weight = math_ops.maximum(1.0 / math_ops.cast(count, f64), constant_op.constant(SMOOTHING, f64))
     new_averages = (1.0 - weight) * averages + weight * busy
     mean = math_ops.reduce_mean(new_averages)
     imbalance = math_ops.div_no_nan(
         math_ops.reduce_max(new_averages) - math_ops.reduce_min(new_averages), mean
     )
     ready = count >= MEASUREMENTS_BEFORE_MOVING
-    move = ready & ((imbalance > DEADBAND) | (moving & (imbalance > SETTLED)))
+    decides = counts & ready
+    wants_move = (imbalance > DEADBAND) | (moving & (imbalance > SETTLED))
+
+    # How the last move changed the imbalance, against how it changed the shares.
+    log_imbalance = _centered(math_ops.log(math_ops.maximum(new_averages, 1e-12)))
+    moved_before = math_ops.reduce_sum(last_move * last_move)
+    has_last = moved_before > 0
+    observed = math_ops.div_no_nan(
+        math_ops.reduce_sum((log_imbalance - last_imbalance) * last_move), moved_before
+    )
+    observed = math_ops.minimum(math_ops.maximum(observed, 0.0), 1.0)
+    new_response = array_ops.where_v2(has_last, observed, response + RECOVERY * (1.0 - response))
+    undo = decides & has_last & (observed < MIN_RESPONSE)
+    move = decides & wants_move & ~undo & (new_response >= MIN_RESPONSE)
 
     proposed = fractions * math_ops.pow(math_ops.div_no_nan(mean, new_averages), DAMPING)
     proposed = proposed / math_ops.reduce_sum(proposed)
     proposed = fractions + math_ops.minimum(
         math_ops.maximum(proposed - fractions, -LARGEST_MOVE), LARGEST_MOVE
     )
-    num_replicas = math_ops.cast(array_ops.size(fractions), dtypes.float64)
+    num_replicas = math_ops.cast(array_ops.size(fractions), f64)
     proposed = _with_floor(
         proposed / math_ops.reduce_sum(proposed), FLOOR_OF_EVEN_SHARE / num_replicas
     )
-
-    moved = counts & move
+    undone = fractions * math_ops.exp(-last_move)
+    undone = undone / math_ops.reduce_sum(undone)
+    new_fractions = array_ops.where_v2(move, proposed, array_ops.where_v2(undo, undone, fractions))
+    applied = _centered(
+        math_ops.log(math_ops.maximum(new_fractions, 1e-12))
+        - math_ops.log(math_ops.maximum(fractions, 1e-12))
+    )
+    restart = move | undo
     return ControllerState(
-        fractions=array_ops.where_v2(moved, proposed, fractions),
+        fractions=new_fractions,
         averages=array_ops.where_v2(
-            moved,
+            restart,
             array_ops.zeros_like(averages),
             array_ops.where_v2(counts, new_averages, averages),
         ),
         measured=array_ops.where_v2(
-            moved,
+            restart,
             constant_op.constant(0, dtypes.int64),
             array_ops.where_v2(counts, count, measured),
         ),
-        moving=array_ops.where_v2(counts & ready, move, moving),
+        moving=array_ops.where_v2(decides, move, moving),
         warm_up_left=array_ops.where_v2(
             usable & (warm_up_left > 0), warm_up_left - 1, warm_up_left
         ),
+        response=array_ops.where_v2(decides, new_response, response),
+        last_move=array_ops.where_v2(
+            move, applied, array_ops.where_v2(decides, array_ops.zeros_like(last_move), last_move)
+        ),
+        last_imbalance=array_ops.where_v2(move, log_imbalance, last_imbalance),
     )
+
+
+def _centered(values):
+    return values - math_ops.reduce_mean(values)
 
 
 def busy_times(starts, synchronizations, ends):
@@ -202,6 +254,15 @@ class AutoSplit:
         self._warm_up_left = host_variable(
             initial.warm_up_left, dtypes.int64, host, "replica_split_warm_up_left"
         )
+        self._response = host_variable(
+            initial.response, dtypes.float64, host, "replica_split_response"
+        )
+        self._last_move = host_variable(
+            initial.last_move, dtypes.float64, host, "replica_split_last_move"
+        )
+        self._last_imbalance = host_variable(
+            initial.last_imbalance, dtypes.float64, host, "replica_split_last_imbalance"
+        )
         # Read by every timestamp, written by nothing: see `_timestamp_once`.
         self._anchor = host_variable(0.0, dtypes.float64, host, "replica_split_anchor")
 
@@ -246,6 +307,9 @@ class AutoSplit:
                 self._measured.read_value(),
                 self._moving.read_value(),
                 self._warm_up_left.read_value(),
+                self._response.read_value(),
+                self._last_move.read_value(),
+                self._last_imbalance.read_value(),
             )
             rows = array_ops_stack.stack([math_ops.cast(count, dtypes.float64) for count in rows])
             new = adapt(old, busy, rows)
@@ -254,6 +318,9 @@ class AutoSplit:
                 self._measured.assign(new.measured),
                 self._moving.assign(new.moving),
                 self._warm_up_left.assign(new.warm_up_left),
+                self._response.assign(new.response),
+                self._last_move.assign(new.last_move),
+                self._last_imbalance.assign(new.last_imbalance),
             ]
             changed = math_ops.reduce_any(math_ops.not_equal(new.fractions, old.fractions))
 

@@ -109,11 +109,26 @@ class ControllerTest(tf.test.TestCase):
         self.assertAllClose(state.fractions, expected / expected.sum())
         self.assertEqual(state.measured, 0)
         self.assertTrue(state.moving)
+        # The same busy times at the new shares: rows changed nothing, so the move is undone.
+        for _ in range(_auto_split.MEASUREMENTS_BEFORE_MOVING):
+            state = _numpy(_auto_split.adapt(state, [0.010, 0.012], [34, 30]))
+        self.assertAllClose(state.fractions, [0.5, 0.5])
+        self.assertLess(state.response, _auto_split.MIN_RESPONSE)
+        # No move until the response estimate recovers.
+        for _ in range(_auto_split.MEASUREMENTS_BEFORE_MOVING):
+            state = _numpy(_auto_split.adapt(state, [0.010, 0.012], [32, 32]))
+        self.assertAllClose(state.fractions, [0.5, 0.5])
+
+    def test_a_move_changes_no_share_by_more_than_largest_move(self):
+        state = _numpy(_auto_split.adapt(_auto_split.initial_state(2), [1.0, 1.0], [32, 32]))
         for _ in range(_auto_split.MEASUREMENTS_BEFORE_MOVING):
             state = _numpy(_auto_split.adapt(state, [0.001, 0.1], [32, 32]))
-        self.assertAllClose(
-            state.fractions[0] - expected[0] / expected.sum(), _auto_split.LARGEST_MOVE
-        )
+        self.assertAllClose(state.fractions, [0.5 + _auto_split.LARGEST_MOVE, 0.5 - 0.05])
+
+    def test_a_fixed_bias_rows_do_not_change_holds_near_even(self):
+        # Replica 0 is busier by a fixed 20% whatever its rows (say, host work it alone does).
+        fractions, _ = _simulate(300, fixed=(0.0012, 0.001), per_row=(1e-7, 1e-7), noise=0.03)
+        self.assertAllInRange(fractions, 0.35, 0.65)
 
 
 class BusyTimesTest(tf.test.TestCase):
