@@ -24,7 +24,9 @@ read as slowness and drive its share to the floor):
   (max - min) / mean of the averages exceeds `DEADBAND` (or the split is already moving and it
   exceeds `SETTLED`: hysteresis), each share is multiplied by (mean / busy) ** `DAMPING`,
   renormalized, changed by at most `LARGEST_MOVE`, and kept at or above
-  `FLOOR_OF_EVEN_SHARE` of an even share; the averages then restart.
+  `FLOOR_OF_EVEN_SHARE` of an even share; the averages then restart;
+- at the next decision, a move whose busy times did not follow the rows (estimated response
+  below `MIN_RESPONSE`) is undone, and the split holds until the estimate recovers.
 
 Equal devices, whatever their fixed cost, stay even: their busy times are already equal.
 """
@@ -71,8 +73,8 @@ WARM_UP_STEPS = 1
 # (log) change of the shares, is the replicas' response to rows (1: busy time proportional to
 # rows, 0: rows change nothing). Below MIN_RESPONSE the move is undone and the split holds;
 # after a move undone, the response estimate recovers by RECOVERY of the way to 1 per decision.
-MIN_RESPONSE = 0.3
-RECOVERY = 0.05
+MIN_RESPONSE = 0.5
+RECOVERY = 0.02
 
 ControllerState = collections.namedtuple(
     "ControllerState",

@@ -245,6 +245,8 @@ class DocsTest(tf.test.TestCase, parameterized.TestCase):
             "DAMPING",
             "LARGEST_MOVE",
             "FLOOR_OF_EVEN_SHARE",
+            "MIN_RESPONSE",
+            "RECOVERY",
         ]
         self.assertCountEqual(quoted, names)
         for name in names:
