@@ -18,13 +18,12 @@ busy times directly, never fitting a cost per row (a replica's fixed cost per st
 read as slowness and drive its share to the floor):
 - the first measured step (warm-up) is dropped, and so is a step in which a replica has no
   rows or no busy time;
-- per replica, busy times are averaged since the split last moved (a running mean, then a
-  moving average whose newest measurement weighs `SMOOTHING`);
-- after `MEASUREMENTS_BEFORE_MOVING` such steps, if the relative imbalance
-  (max - min) / mean of the averages exceeds `DEADBAND` (or the split is already moving and it
+- per replica, the least busy time over a window of `MEASUREMENTS_BEFORE_MOVING` counted steps
+  (interference only adds time, so the least is the replica's own); at the window's end, if
+  the relative imbalance (max - min) / mean of those exceeds `DEADBAND` (or the split is already moving and it
   exceeds `SETTLED`: hysteresis), each share is multiplied by (mean / busy) ** `DAMPING`,
   renormalized, changed by at most `LARGEST_MOVE`, and kept at or above
-  `FLOOR_OF_EVEN_SHARE` of an even share; the averages then restart;
+  `FLOOR_OF_EVEN_SHARE` of an even share; a new window then starts;
 - at the next decision, a move whose busy times did not follow the rows (estimated response
   below `MIN_RESPONSE`) is undone, and the split holds until the estimate recovers.
 
@@ -52,11 +51,9 @@ from tensorflow.python.ops import (
 from tensorflow.python.platform import tf_logging
 from tensorflow.python.util import nest
 
-# Weight of the newest busy time in each replica's moving average (once past the running mean).
-SMOOTHING = 0.3
 # Measured steps at the split in force before it may move.
 MEASUREMENTS_BEFORE_MOVING = 4
-# The split starts moving when (max - min) / mean of the averaged busy times exceeds DEADBAND,
+# The split starts moving when (max - min) / mean of the least busy times of a window exceeds DEADBAND,
 # and keeps moving, a move every MEASUREMENTS_BEFORE_MOVING steps, while it exceeds SETTLED.
 DEADBAND = 0.15
 SETTLED = 0.05
@@ -80,7 +77,7 @@ ControllerState = collections.namedtuple(
     "ControllerState",
     [
         "fractions",
-        "averages",
+        "window_busy",
         "measured",
         "moving",
         "warm_up_left",
@@ -89,8 +86,8 @@ ControllerState = collections.namedtuple(
         "last_imbalance",
     ],
 )
-ControllerState.__doc__ = """The controller's state: `fractions` in force, per-replica busy
-time `averages` since the last move, `measured` steps since the last move, `moving`
+ControllerState.__doc__ = """The controller's state: `fractions` in force, per-replica least busy
+time `window_busy` of the window, `measured` steps in the window, `moving`
 (hysteresis), `warm_up_left` measured steps still to drop, the estimated `response` of busy
 times to rows, and the `last_move` (log shares, centered) with the `last_imbalance` (log busy
 times, centered) it answered (zeros: no move to judge)."""
@@ -100,7 +97,7 @@ def initial_state(num_replicas):
     """The controller's state before any step: an even split."""
     return ControllerState(
         fractions=np.full([num_replicas], 1.0 / num_replicas),
-        averages=np.zeros([num_replicas]),
+        window_busy=np.zeros([num_replicas]),
         measured=np.int64(0),
         moving=False,
         warm_up_left=np.int64(WARM_UP_STEPS),
@@ -117,7 +114,7 @@ def adapt(state, busy, rows):
     """
     f64 = dtypes.float64
     fractions = math_ops.cast(state.fractions, f64)
-    averages = math_ops.cast(state.averages, f64)
+    window_busy = math_ops.cast(state.window_busy, f64)
     measured = math_ops.cast(state.measured, dtypes.int64)
     moving = math_ops.cast(state.moving, dtypes.bool)
     warm_up_left = math_ops.cast(state.warm_up_left, dtypes.int64)
@@ -130,18 +127,19 @@ def adapt(state, busy, rows):
     counts = usable & (warm_up_left <= 0)
 
     count = measured + 1
-    weight = math_ops.maximum(1.0 / math_ops.cast(count, f64), constant_op.constant(SMOOTHING, f64))
-    new_averages = (1.0 - weight) * averages + weight * busy
-    mean = math_ops.reduce_mean(new_averages)
+    # Interference (another job, the OS) only adds time: the least busy time of the window is
+    # the replica's own, robust to the spikes a shared machine gives.
+    new_window_busy = array_ops.where_v2(measured > 0, math_ops.minimum(window_busy, busy), busy)
+    mean = math_ops.reduce_mean(new_window_busy)
     imbalance = math_ops.div_no_nan(
-        math_ops.reduce_max(new_averages) - math_ops.reduce_min(new_averages), mean
+        math_ops.reduce_max(new_window_busy) - math_ops.reduce_min(new_window_busy), mean
     )
     ready = count >= MEASUREMENTS_BEFORE_MOVING
     decides = counts & ready
     wants_move = (imbalance > DEADBAND) | (moving & (imbalance > SETTLED))
 
     # How the last move changed the imbalance, against how it changed the shares.
-    log_imbalance = _centered(math_ops.log(math_ops.maximum(new_averages, 1e-12)))
+    log_imbalance = _centered(math_ops.log(math_ops.maximum(new_window_busy, 1e-12)))
     moved_before = math_ops.reduce_sum(last_move * last_move)
     has_last = moved_before > 0
     observed = math_ops.div_no_nan(
@@ -152,7 +150,7 @@ def adapt(state, busy, rows):
     undo = decides & has_last & (observed < MIN_RESPONSE)
     move = decides & wants_move & ~undo & (new_response >= MIN_RESPONSE)
 
-    proposed = fractions * math_ops.pow(math_ops.div_no_nan(mean, new_averages), DAMPING)
+    proposed = fractions * math_ops.pow(math_ops.div_no_nan(mean, new_window_busy), DAMPING)
     proposed = proposed / math_ops.reduce_sum(proposed)
     proposed = fractions + math_ops.minimum(
         math_ops.maximum(proposed - fractions, -LARGEST_MOVE), LARGEST_MOVE
@@ -168,13 +166,13 @@ def adapt(state, busy, rows):
         math_ops.log(math_ops.maximum(new_fractions, 1e-12))
         - math_ops.log(math_ops.maximum(fractions, 1e-12))
     )
-    restart = move | undo
+    restart = decides
     return ControllerState(
         fractions=new_fractions,
-        averages=array_ops.where_v2(
+        window_busy=array_ops.where_v2(
             restart,
-            array_ops.zeros_like(averages),
-            array_ops.where_v2(counts, new_averages, averages),
+            array_ops.zeros_like(window_busy),
+            array_ops.where_v2(counts, new_window_busy, window_busy),
         ),
         measured=array_ops.where_v2(
             restart,
@@ -246,8 +244,8 @@ class AutoSplit:
         self.num_replicas = num_replicas
         self.host = host
         initial = initial_state(num_replicas)
-        self._averages = host_variable(
-            initial.averages, dtypes.float64, host, "replica_split_busy_times"
+        self._window_busy = host_variable(
+            initial.window_busy, dtypes.float64, host, "replica_split_busy_times"
         )
         self._measured = host_variable(
             initial.measured, dtypes.int64, host, "replica_split_measured"
@@ -305,7 +303,7 @@ class AutoSplit:
         with ops.device(self.host):
             old = ControllerState(
                 self.fractions.read_value(),
-                self._averages.read_value(),
+                self._window_busy.read_value(),
                 self._measured.read_value(),
                 self._moving.read_value(),
                 self._warm_up_left.read_value(),
@@ -316,7 +314,7 @@ class AutoSplit:
             rows = array_ops_stack.stack([math_ops.cast(count, dtypes.float64) for count in rows])
             new = adapt(old, busy, rows)
             assigns = [
-                self._averages.assign(new.averages),
+                self._window_busy.assign(new.window_busy),
                 self._measured.assign(new.measured),
                 self._moving.assign(new.moving),
                 self._warm_up_left.assign(new.warm_up_left),

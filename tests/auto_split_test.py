@@ -88,7 +88,7 @@ class ControllerTest(tf.test.TestCase):
         state = _numpy(_auto_split.adapt(state, [10.0, 0.001], [32, 32]))  # tracing, say
         self.assertEqual(state.warm_up_left, 0)
         self.assertEqual(state.measured, 0)
-        self.assertAllEqual(state.averages, [0.0, 0.0])
+        self.assertAllEqual(state.window_busy, [0.0, 0.0])
         for _ in range(10):
             state = _numpy(_auto_split.adapt(state, [0.01, 0.01], [32, 32]))
         self.assertAllClose(state.fractions, [0.5, 0.5])

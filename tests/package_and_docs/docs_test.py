@@ -238,7 +238,6 @@ class DocsTest(tf.test.TestCase, parameterized.TestCase):
             quoted = dict(re.findall(r"`([A-Z_]+)` = ([0-9.]+)", page.read()))
         names = [
             "WARM_UP_STEPS",
-            "SMOOTHING",
             "MEASUREMENTS_BEFORE_MOVING",
             "DEADBAND",
             "SETTLED",
