@@ -20,8 +20,9 @@ read as slowness and drive its share to the floor):
   rows or no busy time;
 - per replica, the least busy time over a window of `MEASUREMENTS_BEFORE_MOVING` counted steps
   (interference only adds time, so the least is the replica's own); at the window's end, if
-  the relative imbalance (max - min) / mean of those exceeds `DEADBAND` (or the split is already moving and it
-  exceeds `SETTLED`: hysteresis), each share is multiplied by (mean / busy) ** `DAMPING`,
+  the relative imbalance (max - min) / mean of those exceeds `DEADBAND` (or the split is
+  already moving and it exceeds `SETTLED`: hysteresis), each share is multiplied by
+  (mean / busy) ** `DAMPING`,
   renormalized, changed by at most `LARGEST_MOVE`, and kept at or above
   `FLOOR_OF_EVEN_SHARE` of an even share; a new window then starts;
 - at the next decision, a move whose busy times did not follow the rows (estimated response
