@@ -69,8 +69,7 @@ WARM_UP_STEPS = 1
 
 # A move must show: the next measurement's change of the (log) busy-time imbalance, over the
 # (log) change of the shares, is the replicas' response to rows (1: busy time proportional to
-# rows, 0: rows change nothing); the estimate is the mean of the last one and that observation.
-# Below MIN_RESPONSE the move is undone and the split holds;
+# rows, 0: rows change nothing). Below MIN_RESPONSE the move is undone and the split holds;
 # after a move undone, the response estimate recovers by RECOVERY of the way to 1 per decision.
 MIN_RESPONSE = 0.5
 RECOVERY = 0.02
@@ -148,11 +147,8 @@ def adapt(state, busy, rows):
         math_ops.reduce_sum((log_imbalance - last_imbalance) * last_move), moved_before
     )
     observed = math_ops.minimum(math_ops.maximum(observed, 0.0), 1.0)
-    # Half the last estimate, half the newest observation: one noisy window undoes nothing.
-    new_response = array_ops.where_v2(
-        has_last, 0.5 * (response + observed), response + RECOVERY * (1.0 - response)
-    )
-    undo = decides & has_last & (new_response < MIN_RESPONSE)
+    new_response = array_ops.where_v2(has_last, observed, response + RECOVERY * (1.0 - response))
+    undo = decides & has_last & (observed < MIN_RESPONSE)
     move = decides & wants_move & ~undo & (new_response >= MIN_RESPONSE)
 
     proposed = fractions * math_ops.pow(math_ops.div_no_nan(mean, new_window_busy), DAMPING)
