@@ -12,8 +12,8 @@ model, global batch and data; replicas on /cpu:1 and /cpu:2, ReplicaStrategy's h
 - ReplicaStrategy(split="even"): half of each batch on each device, as every synchronous
   data-parallel strategy splits it;
 - ReplicaStrategy(split=<the true speeds>): rows in proportion to 1 / seconds_per_row ("3,1");
-- ReplicaStrategy(split="auto"): starts even, measures each replica's time per row inside the
-  step and moves rows toward the faster device;
+- ReplicaStrategy(split="auto"): starts even, measures each replica's busy time inside the
+  step and moves rows until the replicas are busy equally long;
 - MirroredStrategy: TensorFlow's own, an even split.
 What to expect: an even split waits for the slow device, so it runs at 2 rows per slow row-time;
 a split by speed runs at the sum of both devices' rates (here 2x the even split's, the

@@ -22,8 +22,6 @@ replica devices.
 from __future__ import annotations
 
 import contextlib
-import logging
-import threading
 import weakref
 
 from tensorflow.python.autograph.core import ag_ctx as autograph_ctx
@@ -43,17 +41,19 @@ from tensorflow.python.distribute import (
     values,
 )
 from tensorflow.python.eager import context, def_function
-from tensorflow.python.framework import indexed_slices, ops, tensor_shape, tensor_util
-from tensorflow.python.framework import tensor as tensor_lib
-from tensorflow.python.ops import array_ops, cond, math_ops, variable_scope
+from tensorflow.python.framework import ops, tensor_shape, tensor_util
+from tensorflow.python.ops import array_ops, math_ops, variable_scope
 from tensorflow.python.platform import tf_logging
 from tensorflow.python.util import nest
 
 from replica_strategy import (
     _device_all_reduce,
+    _empty_replicas,
+    _log_filter,
     _mirrored_weights,
     _split_input,
     _split_state,
+    _step,
     _variables,
     batching,
 )
@@ -83,7 +83,7 @@ class ReplicaExtended(parameter_server_strategy.ParameterServerStrategyExtended)
     ):
         # TF's parent logs "ParameterServerStrategy (CentralStorageStrategy if you are using a
         # single machine)" here; a user who asked for ReplicaStrategy reads our line instead.
-        with _without_log_records_containing("CentralStorageStrategy"):
+        with _log_filter.without_records_containing("CentralStorageStrategy"):
             super().__init__(
                 container_strategy,
                 compute_devices=list(devices),
@@ -111,8 +111,6 @@ class ReplicaExtended(parameter_server_strategy.ParameterServerStrategyExtended)
         # Keeps the last partial batch of a dataset instead of dropping it. One replica takes
         # any batch whole, and skips the optional-element checks on every step.
         self.experimental_enable_get_next_as_optional = len(devices) > 1
-        self._run = _RunState()
-        self._building_from_first_batch = threading.local()
         self._traced_around_replicas = weakref.WeakKeyDictionary()
         # How each batch is shared among the replicas (`split`); see _split_state.py.
         self._split = _split_state.SplitState(split, devices, self._worker_device)
@@ -128,14 +126,24 @@ class ReplicaExtended(parameter_server_strategy.ParameterServerStrategyExtended)
         if not context.executing_eagerly():
             # What mirrored_run would do to `fn`; it leaves the wrapper below unconverted.
             fn = autograph.tf_convert(fn, autograph_ctx.control_status_ctx())
-        rows = _rows_per_replica((args, kwargs), self._num_replicas_in_sync)
-        with (
-            self._run.holding(rows),
-            self._split.measuring((args, kwargs), rows) as (measured, (args, kwargs)),
-        ):
-            return measured(
-                mirrored_run.call_for_each_replica(strategy, self._run.wrap(fn, rows), args, kwargs)
+        rows = _step.rows_per_replica((args, kwargs), self._num_replicas_in_sync)
+        outer = _step.current()
+        measurement = None
+        if outer is None or outer.measurement is None:
+            # A run inside a measured run's merge function belongs to the outer measurement.
+            measurement, (args, kwargs) = self._split.start_measurement((args, kwargs), rows)
+        step = _step.Step(
+            rows,
+            measurement,
+            building_from_first_batch=outer is not None and outer.building_from_first_batch,
+        )
+        with _step.running(step):
+            outputs = mirrored_run.call_for_each_replica(
+                strategy, _step.wrap(fn, step), args, kwargs
             )
+        if measurement is not None:
+            measurement.finish(outputs)
+        return outputs
 
     def _trace_around_replicas(self, fn):
         """`fn`, a `tf.function`, traced once around every replica rather than once in each.
@@ -256,21 +264,26 @@ class ReplicaExtended(parameter_server_strategy.ParameterServerStrategyExtended)
     # -- reductions ----------------------------------------------------------------------------
 
     def _reduce_to(self, reduce_op, value, destinations, options):
-        self._split.note_reduction(value)
-        value = self._finite_from_empty_replicas(value)
-        return self._reduce_leaves(reduce_op, value, destinations, options)
+        def reduce(value):
+            value = _empty_replicas.finite_from_empty_replicas(value, _rows_in_step())
+            return self._reduce_leaves(reduce_op, value, destinations, options)
+
+        return _synchronize(value, reduce)
 
     def _batch_reduce_to(self, reduce_op, value_destination_pairs, options):
-        # Checks every value in one pass: one branch per replica, whatever the number of values.
-        values_to_reduce = [value for value, _ in value_destination_pairs]
-        self._split.note_reduction(values_to_reduce)
-        values_to_reduce = self._finite_from_empty_replicas(values_to_reduce)
-        return [
-            self._reduce_leaves(reduce_op, value, destinations, options, in_batch=True)
-            for value, (_, destinations) in zip(
-                values_to_reduce, value_destination_pairs, strict=True
+        def reduce(values_to_reduce):
+            # Checks every value in one pass: one branch per replica, whatever their number.
+            values_to_reduce = _empty_replicas.finite_from_empty_replicas(
+                values_to_reduce, _rows_in_step()
             )
-        ]
+            return [
+                self._reduce_leaves(reduce_op, value, destinations, options, in_batch=True)
+                for value, (_, destinations) in zip(
+                    values_to_reduce, value_destination_pairs, strict=True
+                )
+            ]
+
+        return _synchronize([value for value, _ in value_destination_pairs], reduce)
 
     def _reduce_leaves(self, reduce_op, value, destinations, options, in_batch=False):
         def reduce_one(leaf):
@@ -313,7 +326,7 @@ class ReplicaExtended(parameter_server_strategy.ParameterServerStrategyExtended)
         Read from the step's first batched input. Outside `run`, or when the step has no
         batched input, every replica counts the same: 1 / num_replicas_in_sync.
         """
-        rows = self._run.rows
+        rows = _rows_in_step()
         replica_context = distribute_lib.get_replica_context()
         if (
             rows is None
@@ -327,39 +340,6 @@ class ReplicaExtended(parameter_server_strategy.ParameterServerStrategyExtended)
         counts = [math_ops.cast(count, "float32") for count in rows]
         return math_ops.div_no_nan(counts[replica_id], math_ops.add_n(counts))
 
-    def _finite_from_empty_replicas(self, value):
-        """Replaces the non-finite elements of what replicas with no rows computed by zeros.
-
-        A replica given zero rows of an uneven batch still runs, and some layers give it NaN
-        gradients (BatchNormalization's mean over no rows); summing those would poison the
-        weights. Its finite values count, as they would on one device: its share of a
-        regularization loss, a constant it all-reduces. Applies inside `run` (merge_call,
-        all_reduce), when the step's input showed an empty replica or its row counts are only
-        known at run time.
-        """
-        rows = self._run.rows
-        if rows is None or all(isinstance(count, int) and count > 0 for count in rows):
-            return value
-        leaves = nest.flatten(value)
-        replica_leaves = [
-            index
-            for index, leaf in enumerate(leaves)
-            if isinstance(leaf, values.PerReplica) and len(leaf.values) == len(rows)
-        ]
-        if not replica_leaves:
-            return value
-        checked = [
-            _finite_if_empty(
-                replica_rows, [leaves[index].values[replica] for index in replica_leaves]
-            )
-            for replica, replica_rows in enumerate(rows)
-        ]
-        for position, index in enumerate(replica_leaves):
-            leaves[index] = values.PerReplica(
-                tuple(checked[replica][position] for replica in range(len(rows)))
-            )
-        return nest.pack_sequence_as(value, leaves)
-
     def _gather_to_implementation(self, value, destinations, axis, options):
         def gather_one(leaf):
             if not isinstance(leaf, values.DistributedValues):
@@ -369,7 +349,7 @@ class ReplicaExtended(parameter_server_strategy.ParameterServerStrategyExtended)
                 leaf, destinations=destinations, axis=axis, options=options
             )
 
-        return nest.map_structure(gather_one, value)
+        return _synchronize(value, lambda value: nest.map_structure(gather_one, value))
 
     # -- input ---------------------------------------------------------------------------------
 
@@ -438,15 +418,20 @@ class ReplicaExtended(parameter_server_strategy.ParameterServerStrategyExtended)
     @contextlib.contextmanager
     def reducing_first_batch_to_build(self):
         """Marks the `reduce` calls in its body as Keras' build-time reduce (`_keras3_trainer`)."""
-        outer = getattr(self._building_from_first_batch, "active", False)
-        self._building_from_first_batch.active = True
+        step = _step.current()
+        if step is None:
+            with _step.running(_step.Step(building_from_first_batch=True)):
+                yield
+            return
+        outer, step.building_from_first_batch = step.building_from_first_batch, True
         try:
             yield
         finally:
-            self._building_from_first_batch.active = outer
+            step.building_from_first_batch = outer
 
     def reducing_first_batch_to_build_now(self) -> bool:
-        return getattr(self._building_from_first_batch, "active", False)
+        step = _step.current()
+        return step is not None and step.building_from_first_batch
 
     # -- facts ---------------------------------------------------------------------------------
 
@@ -494,91 +479,16 @@ def _valid_aggregation(kwargs):
     return aggregation
 
 
-def _rows_per_replica(structure, num_replicas):
-    """Each replica's row count in the first batched (dense) per-replica input of `structure`.
-
-    Returns None when no input is batched; else a list of ints (static shapes) or of int64
-    scalar tensors (row counts known only at run time).
-    """
-    for leaf in nest.flatten(structure):
-        if not isinstance(leaf, values.PerReplica) or len(leaf.values) != num_replicas:
-            continue
-        parts = [part for part in leaf.values if isinstance(part, tensor_lib.Tensor)]
-        if len(parts) != num_replicas or any(part.shape.rank in (None, 0) for part in parts):
-            continue
-        static_rows = [part.shape[0] for part in parts]
-        if all(rows is not None for rows in static_rows):
-            return static_rows
-        rows = []
-        for part in parts:
-            with ops.device(part.device):
-                rows.append(array_ops.shape(part, out_type="int64")[0])
-        return rows
-    return None
+def _rows_in_step():
+    """The row counts of the `run` under way in this thread (None: none, or no batched input)."""
+    step = _step.current()
+    return None if step is None else step.rows
 
 
-class _RunState(threading.local):
-    """Each replica's row count in the `run` under way in this thread (None: no batched input).
-
-    Per thread, so that concurrent runs stay apart; merge functions run in the calling thread,
-    each replica in a thread of its own, and both see the counts of their own call.
-    """
-
-    rows = None
-
-    @contextlib.contextmanager
-    def holding(self, rows):
-        outer_rows, self.rows = self.rows, rows
-        try:
-            yield
-        finally:
-            self.rows = outer_rows
-
-    def wrap(self, fn, rows):
-        """`fn`, holding `rows` in the replica thread that runs it."""
-
-        def replica_fn(*args, **kwargs):
-            with self.holding(rows):
-                return fn(*args, **kwargs)
-
-        return autograph.autograph_artifact(replica_fn)
-
-
-def _finite_if_empty(rows, tensors):
-    """One replica's `tensors`, non-finite elements zeroed if it has no rows (int or tensor)."""
-    parts = [
-        tensor.values if isinstance(tensor, indexed_slices.IndexedSlices) else tensor
-        for tensor in tensors
-    ]
-    floating = [
-        position
-        for position, part in enumerate(parts)
-        if tensor_util.is_tf_type(part) and part.dtype.is_floating
-    ]
-    if not floating or (isinstance(rows, int) and rows > 0):
-        return tensors
-    if isinstance(rows, int):
-        checked = [_finite(parts[position]) for position in floating]
-    else:
-        with ops.device(parts[floating[0]].device):
-            checked = cond.cond(
-                math_ops.greater(rows, 0),
-                lambda: [array_ops.identity(parts[position]) for position in floating],
-                lambda: [_finite(parts[position]) for position in floating],
-            )
-    result = list(tensors)
-    for position, part in zip(floating, checked, strict=True):
-        tensor = tensors[position]
-        result[position] = (
-            indexed_slices.IndexedSlices(part, tensor.indices, tensor.dense_shape)
-            if isinstance(tensor, indexed_slices.IndexedSlices)
-            else part
-        )
-    return result
-
-
-def _finite(tensor):
-    return array_ops.where_v2(math_ops.is_finite(tensor), tensor, array_ops.zeros_like(tensor))
+def _synchronize(value, reduce_fn):
+    """`reduce_fn(value)`, a synchronization point of the `run` under way, if any."""
+    step = _step.current()
+    return reduce_fn(value) if step is None else step.synchronize(value, reduce_fn)
 
 
 def _require_equal_shapes(per_replica, reduce_op):
@@ -601,20 +511,3 @@ def _require_equal_shapes(per_replica, reduce_op):
         f"every row, use strategy.reduce('{op}', value, axis=0); to keep the rows, "
         "strategy.gather(value, axis=0) (in replica context: all_gather)."
     )
-
-
-@contextlib.contextmanager
-def _without_log_records_containing(text):
-    """Drops TensorFlow log records whose message contains `text`, for the `with` body only."""
-
-    class _Drop(logging.Filter):
-        def filter(self, record):
-            return text not in record.getMessage()
-
-    drop = _Drop()
-    logger = tf_logging.get_logger()
-    logger.addFilter(drop)
-    try:
-        yield
-    finally:
-        logger.removeFilter(drop)

@@ -231,6 +231,26 @@ class DocsTest(tf.test.TestCase, parameterized.TestCase):
         self.assertIn("numpy=1", output)
         self.assertIn("[0 0 1 1]", output)
 
+    def test_split_page_quotes_the_auto_split_constants(self):
+        from replica_strategy import _auto_split  # noqa: PLC0415
+
+        with open(os.path.join(_REPOSITORY, "docs", "split.md"), encoding="utf-8") as page:
+            quoted = dict(re.findall(r"`([A-Z_]+)` = ([0-9.]+)", page.read()))
+        names = [
+            "WARM_UP_STEPS",
+            "MEASUREMENTS_BEFORE_MOVING",
+            "DEADBAND",
+            "SETTLED",
+            "DAMPING",
+            "LARGEST_MOVE",
+            "FLOOR_OF_EVEN_SHARE",
+            "MIN_RESPONSE",
+            "RECOVERY",
+        ]
+        self.assertCountEqual(quoted, names)
+        for name in names:
+            self.assertEqual(float(quoted[name]), getattr(_auto_split, name), name)
+
 
 def _fixed_parts(heading: str) -> list[str]:
     """The literal pieces of a heading around its <placeholders> and "...": `a <x> b` -> a, b."""
