@@ -8,7 +8,7 @@ batch's gradient, once, as on one device and as in the legacy `multi_gpu_model`.
 strategies, and one replica, are left exactly as Keras wrote them.
 
 tf.distribute has no hook between the sum and the update, so the two methods are wrapped, on
-the class, once (`install`). Tested by `tests/integration/keras_test.py::ClippingTest`, which fails
+the class, once (`install`). Tested by `tests/keras3_optimizer_test.py::ClippingTest`, which fails
 loudly if Keras renames either method or reorders the two steps.
 """
 

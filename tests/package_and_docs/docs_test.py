@@ -259,3 +259,44 @@ def _fixed_parts(heading: str) -> list[str]:
 
 if __name__ == "__main__":
     tf.test.main()
+
+
+_TEST_REFERENCE = re.compile(r"([\w/]+_test\.py)::(\w+)")
+
+
+def _named_tests() -> list[tuple[str, str, str]]:
+    """(where, test file, name) for every `x_test.py::name` the docs and the package cite."""
+    sources = [os.path.join(_REPOSITORY, page) for page in _PAGES] + sorted(
+        glob.glob(os.path.join(_REPOSITORY, "replica_strategy", "*.py"))
+    )
+    named = []
+    for path in sources:
+        with open(path, encoding="utf-8") as source:
+            for test_file, name in _TEST_REFERENCE.findall(source.read()):
+                named.append((os.path.relpath(path, _REPOSITORY), test_file, name))
+    return named
+
+
+class NamedTestsTest(tf.test.TestCase):
+    def test_every_cited_test_exists(self):
+        # A docstring or a page that points a maintainer at a test must point at a real one.
+        test_files = glob.glob(
+            os.path.join(_REPOSITORY, "tests", "**", "*_test.py"), recursive=True
+        )
+        missing = []
+        for where, test_file, name in _named_tests():
+            # An upstream runner (`upstream_<file>`) runs the tests of upstream's `<file>`.
+            vendored = "/" + os.path.basename(test_file).removeprefix("upstream_")
+            candidates = [
+                path
+                for path in test_files
+                if path.endswith("/" + test_file)
+                or ("/upstream/" in path and path.endswith(vendored))
+            ]
+            defined = re.compile(rf"^\s*(?:def|class) {re.escape(name)}\b", re.MULTILINE)
+            if not any(
+                defined.search(_read(os.path.relpath(path, _REPOSITORY))) for path in candidates
+            ):
+                missing.append(f"{where}: {test_file}::{name}")
+        self.assertNotEmpty(_named_tests())
+        self.assertEqual(missing, [], "cited tests that do not exist")
