@@ -1,0 +1,155 @@
+"""One worker of tests/multi_worker_replica_test.py: `python this.py MODE OUTPUT_DIR`.
+
+TF_CONFIG says which worker. Modes:
+- train: a custom loop and Keras `fit`, each with the weights on the parameter device and with
+  `mirror_weights=True`; saves, per run, the initial and final weights of this worker and of
+  one device trained on the same global batches (the last one leaves worker 1 without rows).
+- run_forever: trains until killed (the fault test kills a peer).
+- disagree: worker 1 asks for mirror_weights=True, worker 0 not.
+- start: only makes the strategy (the bad-port test).
+"""
+
+import os
+import sys
+
+import numpy as np
+import tensorflow as tf
+
+# Two logical CPUs, without listing devices: that would start the runtime before the strategy
+# configures collective ops (replica_strategy.logical_devices.split_cpu lists them).
+tf.config.set_logical_device_configuration(
+    tf.config.list_physical_devices("CPU")[0], [tf.config.LogicalDeviceConfiguration()] * 2
+)
+
+import replica_strategy
+
+ROWS, BATCH = 26, 8  # Global batches of 8, 8, 8 and 2: the last leaves worker 1 no rows.
+
+
+def _data():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(ROWS, 3)).astype("float32")
+    y = (x @ np.array([[1.0], [-2.0], [0.5]], "float32") + 0.3).astype("float32")
+    return x, y
+
+
+def _model(seed):
+    import keras
+
+    keras.utils.set_random_seed(seed)  # Different on each worker: the chief's values win.
+    return keras.Sequential(
+        [keras.Input((3,)), keras.layers.Dense(4, activation="tanh"), keras.layers.Dense(1)]
+    )
+
+
+def _batches():
+    x, y = _data()
+    return [(x[i : i + BATCH], y[i : i + BATCH]) for i in range(0, ROWS, BATCH)]
+
+
+def _dataset():
+    x, y = _data()
+    return tf.data.Dataset.from_tensor_slices((x, y)).batch(BATCH)
+
+
+def _one_device(initial, epochs):
+    import keras
+
+    model = _model(0)
+    model.set_weights(initial)
+    optimizer = keras.optimizers.SGD(0.1)
+    for _ in range(epochs):
+        for x, y in _batches():
+            with tf.GradientTape() as tape:
+                loss = tf.reduce_mean(tf.square(model(x) - y))
+            grads = tape.gradient(loss, model.trainable_variables)
+            optimizer.apply_gradients(zip(grads, model.trainable_variables))
+    return model.get_weights()
+
+
+def custom_loop(strategy, seed, epochs=2):
+    import keras
+
+    with strategy.scope():
+        model = _model(seed)
+        optimizer = keras.optimizers.SGD(0.1)
+    initial = model.get_weights()
+
+    @tf.function
+    def step(inputs, global_rows):
+        def replica_step(x, y):
+            with tf.GradientTape() as tape:
+                loss = tf.reduce_sum(tf.square(model(x) - y)) / global_rows
+            grads = tape.gradient(loss, model.trainable_variables)
+            optimizer.apply_gradients(zip(grads, model.trainable_variables))
+            return loss
+
+        losses = strategy.run(replica_step, args=inputs)
+        return strategy.reduce("SUM", losses, axis=None)
+
+    distributed = strategy.experimental_distribute_dataset(_dataset())
+    rows_here = []  # This worker's rows in each global batch.
+    for _ in range(epochs):
+        for inputs, (x, _) in zip(distributed, _batches(), strict=True):
+            rows_here.append(
+                sum(int(part.shape[0]) for part in strategy.experimental_local_results(inputs[0]))
+            )
+            step(inputs, tf.constant(float(len(x))))
+    return initial, model.get_weights(), rows_here
+
+
+def keras_fit(strategy, seed, epochs=2):
+    import keras
+
+    with strategy.scope():
+        model = _model(seed)
+        model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
+    replica_strategy.exact_uneven_batches(model)
+    initial = model.get_weights()
+    model.fit(_dataset(), epochs=epochs, verbose=0)
+    return initial, model.get_weights(), []
+
+
+def main(mode, output_dir):
+    index = int(__import__("json").loads(os.environ["TF_CONFIG"])["task"]["index"])
+    devices = ["/cpu:0", "/cpu:1"]
+    if mode == "start":
+        replica_strategy.MultiWorkerReplicaStrategy(devices)
+        return
+    if mode == "disagree":
+        replica_strategy.MultiWorkerReplicaStrategy(
+            devices, mirror_weights=index == 1, heartbeat_timeout_seconds=5
+        )
+        custom_loop(tf.distribute.get_strategy(), index)  # Not reached: the strategy raises.
+        return
+    if mode == "run_forever":
+        strategy = replica_strategy.MultiWorkerReplicaStrategy(
+            devices, heartbeat_timeout_seconds=5
+        )
+        print("TRAINING", flush=True)
+        custom_loop(strategy, index, epochs=10**6)
+        return
+    results = {}
+    for name, train in (("custom_loop", custom_loop), ("keras_fit", keras_fit)):
+        for mirror_weights in (False, True):
+            strategy = replica_strategy.MultiWorkerReplicaStrategy(
+                devices, mirror_weights=mirror_weights
+            )
+            assert strategy.num_replicas_in_sync == 4, strategy.num_replicas_in_sync
+            initial, final, rows_here = train(strategy, seed=10 + index)
+            run = f"{name}_{'mirrored' if mirror_weights else 'parameter'}"
+            results[f"{run}/rows"] = [np.array(rows_here)]
+            results[f"{run}/initial"] = initial
+            results[f"{run}/final"] = final
+            results[f"{run}/one_device"] = _one_device(initial, epochs=2)
+    flat = {
+        f"{key}/{position}": value
+        for key, weights in results.items()
+        for position, value in enumerate(weights)
+    }
+    np.savez(os.path.join(output_dir, f"worker{index}.npz"), **flat)
+    print("DONE", flush=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else ".")
