@@ -29,7 +29,7 @@ _WORKER_JOBS = ("chief", "worker")
 # How long a worker waits for the others' answer to a start-up check. Every worker has joined
 # the cluster by then (the coordination service waits for all at start-up), so only a worker
 # that took another path through the program makes it wait.
-AGREEMENT_TIMEOUT_SECONDS = 120.0
+AGREEMENT_TIMEOUT_SECONDS = 60.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,36 +61,37 @@ class WorkerGroup:
         ]
 
     def agree(self, topic: str, key: str, value) -> None:
-        """Raises on every worker whose `value` for `topic` differs from the chief's.
+        """Raises on every worker when any two workers' `value` for `topic` differ.
 
-        Each worker publishes `value` (JSON) under `key`; every worker but the chief compares
-        its own with the chief's.
+        Each worker publishes `value` (as JSON) under `key` in the coordination service's
+        key-value store, then compares it with every other worker's.
         """
         ctx = context.context()
         mine = json.dumps(value, sort_keys=True, default=str)
         ctx.set_config_key_value(f"replica_strategy/{key}/{self.task_type}/{self.task_id}", mine)
-        if self.is_chief:
-            return
-        chief_type, chief_id = self.tasks()[0]
-        try:
-            theirs = ctx.get_config_key_value(
-                f"replica_strategy/{key}/{chief_type}/{chief_id}",
-                int(AGREEMENT_TIMEOUT_SECONDS * 1000),
-            )
-        except tf.errors.OpError as error:
-            raise RuntimeError(
-                f"MultiWorkerReplicaStrategy: worker {self.task_type}:{self.task_id} waited "
-                f"{AGREEMENT_TIMEOUT_SECONDS:.0f} s for the chief's {topic} and got none "
-                f"({type(error).__name__}). Every worker must build the same strategy and "
-                "model, in the same order."
-            ) from error
-        if theirs != mine:
-            raise ValueError(
-                f"MultiWorkerReplicaStrategy: the workers disagree on {topic}: the chief "
-                f"({chief_type}:{chief_id}) has {theirs}, worker {self.task_type}:"
-                f"{self.task_id} has {mine}. Every worker must build the same strategy and "
-                "model (same devices count, mirror_weights, split and variables)."
-            )
+        for task_type, task_id in self.tasks():
+            if (task_type, task_id) == (self.task_type, self.task_id):
+                continue
+            try:
+                theirs = ctx.get_config_key_value(
+                    f"replica_strategy/{key}/{task_type}/{task_id}",
+                    int(AGREEMENT_TIMEOUT_SECONDS * 1000),
+                )
+            except tf.errors.OpError as error:
+                raise RuntimeError(
+                    f"MultiWorkerReplicaStrategy: worker {self.task_type}:{self.task_id} waited "
+                    f"{AGREEMENT_TIMEOUT_SECONDS:.0f} s for {topic} from worker "
+                    f"{task_type}:{task_id} and got none ({type(error).__name__}). Every "
+                    "worker must build the same strategy and model, in the same order."
+                ) from error
+            if theirs != mine:
+                raise ValueError(
+                    f"MultiWorkerReplicaStrategy: the workers disagree on {topic}: worker "
+                    f"{task_type}:{task_id} has {theirs}, worker {self.task_type}:"
+                    f"{self.task_id} (this one) has {mine}. Every worker must build the same "
+                    "strategy and model (same number of devices, mirror_weights, split and "
+                    "variables)."
+                )
 
 
 _joined: WorkerGroup | None = None
