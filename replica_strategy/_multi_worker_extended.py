@@ -195,10 +195,12 @@ class MultiWorkerReplicaExtended(ReplicaExtended):
         options = self._communication_options.merge(options or collective_util.Options())
 
         def across(original, gathered):
-            if not isinstance(original, values.DistributedValues):
-                return original
+            # A tensor outside any replica is this worker's value, gathered as under
+            # MultiWorkerMirroredStrategy (Keras gathers each worker's row counts so).
+            with ops.device(host):
+                gathered = array_ops.identity(_on_host(gathered))
             return self._host_all_reduce._gather(  # pylint: disable=protected-access
-                values.PerReplica((_on_host(gathered),)),
+                values.PerReplica((gathered,)),
                 destinations=destinations,
                 axis=axis,
                 options=options,

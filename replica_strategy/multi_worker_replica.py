@@ -109,6 +109,24 @@ class MultiWorkerReplicaStrategy(ReplicaStrategy):
         distribute_lib.distribution_strategy_gauge.get_cell("V2").set("MultiWorkerReplicaStrategy")
         _adapters.install()
 
+    def reduce(self, reduce_op, value, axis=None):
+        """As `ReplicaStrategy.reduce`, across every worker; scalars ignore `axis`.
+
+        Keras 3 reduces its logs with `axis=0` under several workers (as it does for
+        MultiWorkerMirroredStrategy, keras-team/keras#20585); a scalar has no axis 0, so it is
+        reduced across replicas.
+        """
+        if axis is None:
+            return super().reduce(reduce_op, value, axis)
+
+        def reduce_leaf(leaf):
+            rank = self.experimental_local_results(leaf)[0].shape.rank
+            return super(MultiWorkerReplicaStrategy, self).reduce(
+                reduce_op, leaf, None if rank == 0 else axis
+            )
+
+        return tf.nest.map_structure(reduce_leaf, value)
+
     @property
     def num_replicas_in_sync(self) -> int:
         """Every worker's replicas: workers x local replicas."""

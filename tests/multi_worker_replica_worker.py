@@ -111,7 +111,9 @@ def keras_fit(strategy, seed, epochs=2):
     replica_strategy.exact_uneven_batches(model)
     initial = model.get_weights()
     model.fit(_dataset(), epochs=epochs, verbose=0)
-    return initial, model.get_weights(), []
+    # Every worker's rows, in the dataset's order (Keras' multi-worker path, adapted).
+    predictions = model.predict(_dataset(), verbose=0)
+    return initial, model.get_weights(), [predictions]
 
 
 def main(mode, output_dir):
@@ -136,9 +138,17 @@ def main(mode, output_dir):
             )
             workers = len(json.loads(os.environ["TF_CONFIG"])["cluster"]["worker"])
             assert strategy.num_replicas_in_sync == 2 * workers, strategy.num_replicas_in_sync
-            initial, final, rows_here = train(strategy, seed=10 + index)
+            initial, final, extra = train(strategy, seed=10 + index)
             run = f"{name}_{'mirrored' if mirror_weights else 'parameter'}"
-            results[f"{run}/rows"] = [np.array(rows_here)]
+            if name == "custom_loop":
+                results[f"{run}/rows"] = [np.array(extra)]
+            else:
+                results[f"{run}/predictions"] = extra
+                reference = _model(0)
+                reference.set_weights(final)
+                results[f"{run}/one_device_predictions"] = [
+                    reference.predict(_data()[0], verbose=0)
+                ]
             results[f"{run}/initial"] = initial
             results[f"{run}/final"] = final
             results[f"{run}/one_device"] = _one_device(initial, epochs=2)
