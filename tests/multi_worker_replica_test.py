@@ -99,13 +99,16 @@ class MultiWorkerReplicaTest(tf.test.TestCase):
                 )
                 self.assertGreater(np.abs(chief[key] - chief[initial_key]).max(), 1e-3)
         for run in ("keras_fit_parameter", "keras_fit_mirrored"):
-            for result in results:  # Every worker gets every row, in the dataset's order.
-                self.assertAllClose(
-                    result[f"{run}/predictions/0"],
-                    chief[f"{run}/one_device_predictions/0"],
-                    atol=1e-5,
-                    rtol=1e-5,
-                )
+            for result in results:
+                # predict: every worker gets every row, in the dataset's order; evaluate: the
+                # mean loss over every worker's rows.
+                for position in (0, 1):
+                    self.assertAllClose(
+                        result[f"{run}/predictions/{position}"],
+                        chief[f"{run}/one_device_predictions/{position}"],
+                        atol=1e-5,
+                        rtol=1e-5,
+                    )
         # Global batches of 8, 8, 8, 1 over two epochs: the last leaves a worker no rows.
         rows = [result["custom_loop_parameter/rows/0"] for result in results]
         self.assertAllEqual(sum(rows), [8, 8, 8, 1] * 2)

@@ -113,7 +113,8 @@ def keras_fit(strategy, seed, epochs=2):
     model.fit(_dataset(), epochs=epochs, verbose=0)
     # Every worker's rows, in the dataset's order (Keras' multi-worker path, adapted).
     predictions = model.predict(_dataset(), verbose=0)
-    return initial, model.get_weights(), [predictions]
+    loss = model.evaluate(_dataset(), verbose=0, return_dict=True)["loss"]
+    return initial, model.get_weights(), [predictions, np.array(loss)]
 
 
 def main(mode, output_dir):
@@ -146,8 +147,11 @@ def main(mode, output_dir):
                 results[f"{run}/predictions"] = extra
                 reference = _model(0)
                 reference.set_weights(final)
+                x, y = _data()
+                expected = reference.predict(x, verbose=0)
                 results[f"{run}/one_device_predictions"] = [
-                    reference.predict(_data()[0], verbose=0)
+                    expected,
+                    np.array(np.mean(np.square(expected - y))),
                 ]
             results[f"{run}/initial"] = initial
             results[f"{run}/final"] = final
