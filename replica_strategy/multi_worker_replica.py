@@ -35,6 +35,9 @@ class MultiWorkerReplicaStrategy(ReplicaStrategy):
     model.fit(dataset)  # dataset: global batches
     ```
 
+    Keras 3's `fit`, `evaluate` and `predict` work as under MultiWorkerMirroredStrategy:
+    `predict` returns every worker's rows, in the dataset's order, on every worker.
+
     With no `TF_CONFIG` (or an empty cluster) it is `ReplicaStrategy` on this machine.
     `num_replicas_in_sync` counts every worker's replicas; `replica_id_in_sync_group` is a
     replica's index on its own worker; `extended.worker_index` and `extended.num_workers` say
