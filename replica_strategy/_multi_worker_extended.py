@@ -115,51 +115,68 @@ class MultiWorkerReplicaExtended(ReplicaExtended):
         if self._group is None:
             return super()._reduce_to(reduce_op, value, destinations, options)
         leaves = nest.flatten(value)
-        distributed = [
-            index for index, leaf in enumerate(leaves) if isinstance(leaf, values.DistributedValues)
-        ]
-        plain = [index for index in range(len(leaves)) if index not in distributed]
-        results = list(leaves)
-        for indices, reduced in (
-            (
-                distributed,
-                self._across_workers(
-                    reduce_op, [leaves[index] for index in distributed], destinations, options
-                ),
-            ),
-            # A tensor outside any replica is this worker's value (as under
-            # MultiWorkerMirroredStrategy: TF's input pipeline counts workers with data so).
-            (
-                plain,
-                self._across_workers(
-                    reduce_op,
-                    [leaves[index] for index in plain],
-                    destinations,
-                    options,
-                    worker_values=True,
-                ),
-            ),
-        ):
-            for index, result in zip(indices, reduced, strict=True):
-                results[index] = result
-        return nest.pack_sequence_as(value, results)
+        distributed = [isinstance(leaf, values.DistributedValues) for leaf in leaves]
+        # A tensor outside any replica is this worker's value, reduced over the workers as
+        # under MultiWorkerMirroredStrategy (TF's input pipeline counts workers with data so).
+        replica_sums = iter(
+            self._across_workers(
+                reduce_op,
+                [leaf for leaf, is_distributed in zip(leaves, distributed) if is_distributed],
+                [destinations] * sum(distributed),
+                options,
+            )
+        )
+        worker_sums = iter(
+            self._across_workers(
+                reduce_op,
+                [leaf for leaf, is_distributed in zip(leaves, distributed) if not is_distributed],
+                [destinations] * (len(leaves) - sum(distributed)),
+                options,
+                worker_values=True,
+            )
+        )
+        return nest.pack_sequence_as(
+            value,
+            [
+                next(replica_sums if is_distributed else worker_sums)
+                for is_distributed in distributed
+            ],
+        )
 
     def _batch_reduce_to(self, reduce_op, value_destination_pairs, options):
         if self._group is None:
             return super()._batch_reduce_to(reduce_op, value_destination_pairs, options)
+        # Every per-replica leaf of every pair in one collective batch (Keras: every gradient).
+        # A value all replicas share arrives as itself and is reduced as ReplicaStrategy does.
+        leaves, destinations = [], []
+        for value, value_destinations in value_destination_pairs:
+            for leaf in nest.flatten(value):
+                if isinstance(leaf, values.DistributedValues):
+                    leaves.append(leaf)
+                    destinations.append(value_destinations)
+        reduced = iter(self._across_workers(reduce_op, leaves, destinations, options))
         results = []
-        # One collective batch per distinct destination (all of them, as a rule: gradients).
-        for value, destinations in value_destination_pairs:
-            leaves = nest.flatten(value)
-            reduced = self._across_workers(reduce_op, leaves, destinations, options)
-            results.append(nest.pack_sequence_as(value, reduced))
+        for value, value_destinations in value_destination_pairs:
+            results.append(
+                nest.pack_sequence_as(
+                    value,
+                    [
+                        next(reduced)
+                        if isinstance(leaf, values.DistributedValues)
+                        else super(MultiWorkerReplicaExtended, self)._batch_reduce_to(
+                            reduce_op, [(leaf, value_destinations)], options
+                        )[0]
+                        for leaf in nest.flatten(value)
+                    ],
+                )
+            )
         return results
 
     def _across_workers(self, reduce_op, leaves, destinations, options, worker_values=False):
-        """Sums `leaves` on this host, then across hosts; MEAN divides by every replica.
+        """Sums `leaves` on this host, then across hosts, in one collective batch.
 
-        With `worker_values`, each leaf is one value of this worker (MEAN: divided by the
-        number of workers).
+        MEAN divides by every worker's replicas, or with `worker_values` (each leaf one value
+        of this worker) by the number of workers. Each result goes to its `destinations`.
         """
         if not leaves:
             return []
@@ -179,12 +196,12 @@ class MultiWorkerReplicaExtended(ReplicaExtended):
             options=options,
         )
         results = []
-        for global_sum in global_sums:
+        for global_sum, wanted in zip(global_sums, destinations, strict=True):
             tensor = _on_host(global_sum)
             if reduce_op == reduce_util.ReduceOp.MEAN:
                 with ops.device(host):
                     tensor = _divide(tensor, count)
-            results.append(cross_device_ops_lib.simple_broadcast(tensor, destinations))
+            results.append(cross_device_ops_lib.simple_broadcast(tensor, wanted))
         return results
 
     def _gather_to_implementation(self, value, destinations, axis, options):
@@ -285,7 +302,7 @@ class MultiWorkerReplicaExtended(ReplicaExtended):
 
     # -- input ---------------------------------------------------------------------------------
 
-    def _input_context(self, input_pipelines=None):
+    def _input_context(self):
         return distribute_lib.InputContext(
             num_input_pipelines=self.num_workers,
             input_pipeline_id=self.worker_index,
