@@ -113,6 +113,13 @@ class MultiWorkerReplicaTest(tf.test.TestCase):
         rows = [result["custom_loop_parameter/rows/0"] for result in results]
         self.assertAllEqual(sum(rows), [8, 8, 8, 1] * 2)
         self.assertEqual(min(worker_rows[3] for worker_rows in rows), 0)
+        # distribute_datasets_from_function: one input pipeline per worker; global batches of
+        # 12 rows, 12 / replicas per replica.
+        for index, result in enumerate(results):
+            self.assertAllEqual(
+                result["custom_loop_parameter/rows/1"],
+                [workers, index, 2 * workers] + [12 // (2 * workers)] * 2,
+            )
 
     def test_two_workers_equal_each_other_and_one_device(self):
         self._check_training(2)

@@ -102,6 +102,31 @@ def custom_loop(strategy, seed, epochs=2, announce=False):
     return initial, model.get_weights(), rows_here
 
 
+def input_pipelines(strategy):
+    """What `distribute_datasets_from_function` tells this worker's dataset function, and the
+    rows each of this worker's replicas gets in the first step."""
+    seen = []
+
+    def dataset_fn(input_context):
+        seen.extend(
+            [
+                input_context.num_input_pipelines,
+                input_context.input_pipeline_id,
+                input_context.num_replicas_in_sync,
+            ]
+        )
+        x, y = _data()
+        return (
+            tf.data.Dataset.from_tensor_slices((x, y))
+            .shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
+            .batch(input_context.get_per_replica_batch_size(12))  # 12: splits over 4 or 6
+        )
+
+    inputs = next(iter(strategy.distribute_datasets_from_function(dataset_fn)))
+    rows = [int(part.shape[0]) for part in strategy.experimental_local_results(inputs[0])]
+    return np.array(seen + rows)
+
+
 def keras_fit(strategy, seed, epochs=2):
     import keras
 
@@ -142,7 +167,7 @@ def main(mode, output_dir):
             initial, final, extra = train(strategy, seed=10 + index)
             run = f"{name}_{'mirrored' if mirror_weights else 'parameter'}"
             if name == "custom_loop":
-                results[f"{run}/rows"] = [np.array(extra)]
+                results[f"{run}/rows"] = [np.array(extra), input_pipelines(strategy)]
             else:
                 results[f"{run}/predictions"] = extra
                 reference = _model(0)
