@@ -85,6 +85,15 @@ class MultiWorkerReplicaStrategy(ReplicaStrategy):
             raise ValueError(
                 f"`mirror_weights` must be True or False. Received: mirror_weights={mirror_weights!r}"
             )
+        if (
+            isinstance(heartbeat_timeout_seconds, bool)
+            or not isinstance(heartbeat_timeout_seconds, (int, float))
+            or not heartbeat_timeout_seconds > 0
+        ):
+            raise ValueError(
+                "`heartbeat_timeout_seconds` must be a positive number of seconds. Received: "
+                f"heartbeat_timeout_seconds={heartbeat_timeout_seconds!r}"
+            )
         resolver = cluster_resolver or tfconfig_cluster_resolver.TFConfigClusterResolver()
         group = _worker_group.join(resolver, heartbeat_timeout_seconds)
         if group is None:

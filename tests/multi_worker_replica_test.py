@@ -201,6 +201,10 @@ class ClusterCheckTest(tf.test.TestCase):
                 cluster_resolver=_resolver(cluster, "worker", 2)
             )
 
+    def test_a_heartbeat_timeout_must_be_positive(self):
+        with self.assertRaisesRegex(ValueError, "heartbeat_timeout_seconds=0"):
+            replica_strategy.MultiWorkerReplicaStrategy(heartbeat_timeout_seconds=0)
+
     def test_without_tf_config_it_is_replica_strategy(self):
         os.environ.pop("TF_CONFIG", None)
         devices = ["/cpu:0", "/cpu:1"]
