@@ -118,8 +118,7 @@ class InstallTimeTest(tf.test.TestCase):
         script = textwrap.dedent(
             """
             import tf_keras
-            from keras.src.backend.tensorflow import trainer as keras3_tf_trainer
-from keras.src.backend.tensorflow.optimizer import TFOptimizer
+            from keras.src.backend.tensorflow.optimizer import TFOptimizer
             from tf_keras.src.optimizers.legacy import optimizer_v2
             import replica_strategy
 
