@@ -8,6 +8,7 @@ from replica_strategy import _tensorflow_check  # noqa: F401
 from replica_strategy import logical_devices, multi_worker, strategies
 from replica_strategy.fused_adam import FusedAdam
 from replica_strategy.multi_gpu_shim import multi_gpu_model
+from replica_strategy.multi_worker_replica import MultiWorkerReplicaStrategy
 from replica_strategy.strategy import ReplicaStrategy
 from replica_strategy.tf_keras_support import register_tf_keras
 from replica_strategy.uneven_batches import exact_uneven_batches
@@ -15,6 +16,7 @@ from replica_strategy.version import __version__
 
 __all__ = [
     "FusedAdam",
+    "MultiWorkerReplicaStrategy",
     "ReplicaStrategy",
     "__version__",
     "exact_uneven_batches",

@@ -9,6 +9,8 @@ test that fails if upstream moves it, in docs/development.md ("Upstream internal
 - `_keras3_trainer`: Keras 3's build from the first batch; row weighting of the loss;
 - `_keras3_optimizer`: Keras 3 clips the summed gradient, not each replica's;
 - `_keras3_loss_scale`: Keras 3's loss scaling skips a step that overflows on any replica;
+- `_keras3_multi_worker`: Keras 3 gathers `predict` and reduces logs across workers under
+  `MultiWorkerReplicaStrategy`, as under MultiWorkerMirroredStrategy;
 - `_tf_keras_optimizer`: tf_keras optimizers told not to aggregate gradients;
 - `_tf_keras_training`: tf_keras' row weighting of the loss;
 - `tf_keras_support`: tf_keras' strategy allow-lists (mixed precision, BackupAndRestore).
@@ -23,6 +25,7 @@ import sys
 
 from replica_strategy import (
     _keras3_loss_scale,
+    _keras3_multi_worker,
     _keras3_optimizer,
     _keras3_trainer,
     _tf_keras_optimizer,
@@ -41,6 +44,7 @@ def install() -> None:
     _keras3_trainer.install()
     _keras3_optimizer.install()
     _keras3_loss_scale.install()
+    _keras3_multi_worker.install()
     if "tf_keras" in sys.modules:
         _tf_keras_optimizer.install()
         _tf_keras_training.install()

@@ -18,6 +18,7 @@ import virtual_devices
 # isort: split
 
 import tensorflow as tf
+from keras.src.backend.tensorflow import trainer as keras3_tf_trainer
 from keras.src.backend.tensorflow.optimizer import TFOptimizer
 from keras.src.backend.tensorflow.trainer import TensorFlowTrainer
 from keras.src.optimizers.loss_scale_optimizer import LossScaleOptimizer
@@ -33,6 +34,7 @@ _MARKS = {
     (TFOptimizer, "_clip_gradients"): "_replica_strategy_clips_after_sum",
     (TensorFlowTrainer, "_maybe_symbolic_build"): "_replica_strategy_builds_from_first_replica",
     (LossScaleOptimizer, "_tf_apply"): "_replica_strategy_skips_on_any_replica",
+    (keras3_tf_trainer, "_collective_all_reduce_multi_worker"): "_replica_strategy_multi_worker",
     (optimizer_v2.OptimizerV2, "apply_gradients"): "_replica_strategy_checks_aggregation",
     (tf_keras_optimizer.Optimizer, "apply_gradients"): "_replica_strategy_checks_aggregation",
     (tf_keras_training.Model, "compute_loss"): "_replica_strategy_weights_rows",
@@ -72,6 +74,16 @@ class UpstreamInternalsTest(tf.test.TestCase):
         )
         self.assertEqual(
             list(_parameters(LossScaleOptimizer._stateful_handle_non_finite_grads)), ["self"]
+        )
+
+    def test_keras3_multi_worker_test_is_where_the_adapter_expects(self):
+        # reduce_per_replica looks the test up at call time, in its module: the adapter
+        # replaces the module's function.
+        source = inspect.getsource(keras3_tf_trainer.reduce_per_replica)
+        self.assertIn("_collective_all_reduce_multi_worker(strategy)", source)
+        self.assertIn("strategy.gather(", inspect.getsource(keras3_tf_trainer._multi_worker_concat))
+        self.assertEqual(
+            list(_parameters(keras3_tf_trainer._collective_all_reduce_multi_worker)), ["strategy"]
         )
 
     def test_tf_keras_internals_are_where_the_adapters_expect(self):

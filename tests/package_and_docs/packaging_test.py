@@ -135,6 +135,7 @@ class PublicApiTest(absltest.TestCase):
             replica_strategy.__all__,
             [
                 "FusedAdam",
+                "MultiWorkerReplicaStrategy",
                 "ReplicaStrategy",
                 "__version__",
                 "exact_uneven_batches",
