@@ -19,6 +19,7 @@ _LAYERS = {
         "benchmarks.host_pipeline",
         "benchmarks.host_update",
         "benchmarks.memory_probe",
+        "benchmarks.auto_split_stability",
         "benchmarks.mixed_speeds",
         "benchmarks.row_weighting_cost",
         "benchmarks.suite",
