@@ -188,7 +188,7 @@ class EndToEndTest(tf.test.TestCase, parameterized.TestCase):
         with strategy.scope():
             weight = tf.Variable(tf.ones([3, 1]))
             optimizer = tf.keras.optimizers.SGD(0.01)
-        dataset = tf.data.Dataset.from_tensor_slices(tf.ones([64 * 40, 3])).batch(64)
+        dataset = tf.data.Dataset.from_tensor_slices(tf.ones([64 * 80, 3])).batch(64)
 
         def replica_step(x):
             context = tf.distribute.get_replica_context()
@@ -203,7 +203,7 @@ class EndToEndTest(tf.test.TestCase, parameterized.TestCase):
             return strategy.run(replica_step, args=(next(iterator),))
 
         iterator = iter(strategy.experimental_distribute_dataset(dataset))
-        for _ in range(40):
+        for _ in range(80):
             step(iterator)
         self.assertBetween(strategy.split[0], low, high, strategy.split)
         self.assertEqual(step.experimental_get_tracing_count(), 1)
