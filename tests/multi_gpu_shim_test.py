@@ -388,7 +388,8 @@ class MultiGpuModelKindsTest(placements.PlacementTestCase, tf.test.TestCase):
             multi_gpu_model(template, gpus=self.replica_devices(2))
 
     def test_seed_example_runs_as_written(self):
-        # /work/shared/seed/multi_gpu_model_doc.txt with a smaller model and logical CPUs.
+        # The example of the legacy `multi_gpu_model` docstring (Keras 2.3.1,
+        # keras/utils/multi_gpu_utils.py), with a smaller model and logical CPUs.
         num_samples, height, width, num_classes = 32, 8, 8, 5
         with tf.device("/cpu:0"):
             model = keras.Sequential(
