@@ -300,3 +300,30 @@ class NamedTestsTest(tf.test.TestCase):
                 missing.append(f"{where}: {test_file}::{name}")
         self.assertNotEmpty(_named_tests())
         self.assertEqual(missing, [], "cited tests that do not exist")
+
+
+class SelfContainedTest(tf.test.TestCase):
+    def test_no_file_cites_notes_outside_the_repository(self):
+        # The design notes the project started from are not in the repository: what a file
+        # needs from them is said where it is used.
+        tracked = subprocess.run(
+            ["git", "ls-files"], cwd=_REPOSITORY, capture_output=True, text=True, check=False
+        ).stdout.split()
+        if not tracked:
+            self.skipTest("not a git checkout")
+        outside = re.compile(
+            r"/work/shared|\.\./shared/|\bDESIGN(?:_MIRROR_WEIGHTS)?\.md|MULTI_WORKER\.md"
+        )
+        citing = []
+        for path in tracked:
+            full = os.path.join(_REPOSITORY, path)
+            if full == os.path.abspath(__file__):
+                continue  # Its pattern names them.
+            if not path.endswith((".py", ".md", ".toml", "BUILD", ".txt")) or not os.path.isfile(
+                full
+            ):
+                continue
+            with open(full, encoding="utf-8", errors="replace") as source:
+                if outside.search(source.read()):
+                    citing.append(path)
+        self.assertEqual(citing, [])
