@@ -28,7 +28,7 @@ def finite_from_empty_replicas(value, rows):
     if not replica_leaves:
         return value
     checked = [
-        _finite_if_empty(replica_rows, [leaves[index].values[replica] for index in replica_leaves])
+        finite_if_no_rows(replica_rows, [leaves[index].values[replica] for index in replica_leaves])
         for replica, replica_rows in enumerate(rows)
     ]
     for position, index in enumerate(replica_leaves):
@@ -38,8 +38,8 @@ def finite_from_empty_replicas(value, rows):
     return nest.pack_sequence_as(value, leaves)
 
 
-def _finite_if_empty(rows, tensors):
-    """One replica's `tensors`, non-finite elements zeroed if it has no rows (int or tensor)."""
+def finite_if_no_rows(rows, tensors):
+    """One replica's `tensors`, non-finite elements zeroed if it has no `rows` (int or tensor)."""
     parts = [
         tensor.values if isinstance(tensor, indexed_slices.IndexedSlices) else tensor
         for tensor in tensors

@@ -320,11 +320,11 @@ class ReplicaExtended(parameter_server_strategy.ParameterServerStrategyExtended)
         wanted = cross_device_ops_lib.get_devices_from(destinations)
         return {device_util.canonicalize(device) for device in wanted} == self._replica_devices
 
-    def replica_row_fraction(self):
-        """This replica's share of the global batch, n_r / B, inside `strategy.run`.
+    def replica_rows(self):
+        """Inside `strategy.run`: (this replica's row count, the step's row counts).
 
-        Read from the step's first batched input. Outside `run`, or when the step has no
-        batched input, every replica counts the same: 1 / num_replicas_in_sync.
+        Read from the step's first batched input; each count is an int, or a scalar tensor when
+        known only at run time. None outside `run`, or when the step has no batched input.
         """
         rows = _rows_in_step()
         replica_context = distribute_lib.get_replica_context()
@@ -333,12 +333,24 @@ class ReplicaExtended(parameter_server_strategy.ParameterServerStrategyExtended)
             or replica_context is None
             or replica_context.strategy is not self._container_strategy()
         ):
-            return 1.0 / self._num_replicas_in_sync
+            return None
         replica_id = tensor_util.constant_value(replica_context.replica_id_in_sync_group)
+        return rows[replica_id], rows
+
+    def replica_row_fraction(self):
+        """This replica's share of the global batch, n_r / B, inside `strategy.run`.
+
+        Read from the step's first batched input. Outside `run`, or when the step has no
+        batched input, every replica counts the same: 1 / num_replicas_in_sync.
+        """
+        replica_rows = self.replica_rows()
+        if replica_rows is None:
+            return 1.0 / self._num_replicas_in_sync
+        mine, rows = replica_rows
         if all(isinstance(count, int) for count in rows):
-            return rows[replica_id] / max(sum(rows), 1)
+            return mine / max(sum(rows), 1)
         counts = [math_ops.cast(count, "float32") for count in rows]
-        return math_ops.div_no_nan(counts[replica_id], math_ops.add_n(counts))
+        return math_ops.div_no_nan(math_ops.cast(mine, "float32"), math_ops.add_n(counts))
 
     def _gather_to_implementation(self, value, destinations, axis, options):
         def gather_one(leaf):

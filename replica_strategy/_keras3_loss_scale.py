@@ -25,6 +25,7 @@ import functools
 
 import tensorflow as tf
 
+from replica_strategy import _empty_replicas
 from replica_strategy._extended import ReplicaExtended
 
 _INSTALLED_MARK = "_replica_strategy_skips_on_any_replica"
@@ -60,7 +61,7 @@ def _in_replica_strategy_replica(replica_context) -> bool:
 
 
 def _apply_unless_any_replica_overflowed(optimizer, replica_context, grads, trainable_variables):
-    grads = _finite_if_no_rows(grads, replica_context.strategy.extended.replica_row_fraction())
+    grads = _finite_if_no_rows(grads, replica_context.strategy.extended)
     non_finite = tf.cast(tf.logical_not(optimizer.check_finite(grads)), tf.float32)
     replicas_non_finite = replica_context.all_reduce(tf.distribute.ReduceOp.SUM, non_finite)
 
@@ -87,19 +88,10 @@ def _apply_unless_any_replica_overflowed(optimizer, replica_context, grads, trai
     )
 
 
-def _finite_if_no_rows(grads, row_fraction):
+def _finite_if_no_rows(grads, extended):
     """`grads`, as a list, with non-finite elements zeroed when this replica has no rows."""
-    if isinstance(row_fraction, float) and row_fraction > 0:
-        return list(grads)  # A list on every replica: `merge_call` regroups them element-wise.
-    has_rows = tf.greater(row_fraction, 0)
-
-    def finite_if_no_rows(grad):
-        if grad is None:
-            return None
-        if isinstance(grad, tf.IndexedSlices):
-            return tf.IndexedSlices(finite_if_no_rows(grad.values), grad.indices, grad.dense_shape)
-        if not grad.dtype.is_floating:
-            return grad
-        return tf.where(tf.logical_or(has_rows, tf.math.is_finite(grad)), grad, tf.zeros_like(grad))
-
-    return [finite_if_no_rows(grad) for grad in grads]
+    grads = list(grads)  # A list on every replica: `merge_call` regroups them element-wise.
+    replica_rows = extended.replica_rows()
+    if replica_rows is None:
+        return grads
+    return _empty_replicas.finite_if_no_rows(replica_rows[0], grads)

@@ -22,12 +22,11 @@ from tensorflow.python.distribute import (
     values,
 )
 from tensorflow.python.distribute import cross_device_ops as cross_device_ops_lib
-from tensorflow.python.framework import indexed_slices, ops, tensor_util
+from tensorflow.python.framework import indexed_slices, ops
 from tensorflow.python.ops import array_ops, collective_ops, math_ops, variable_scope
 from tensorflow.python.trackable import base as trackable_base
 from tensorflow.python.util import nest
 
-from replica_strategy import _step
 from replica_strategy._extended import ReplicaExtended
 
 _ON_READ = variable_scope.VariableSynchronization.ON_READ
@@ -230,18 +229,11 @@ class MultiWorkerReplicaExtended(ReplicaExtended):
         """This replica's rows over every worker's rows of the step (n_r / B, B global)."""
         if self._group is None:
             return super().replica_row_fraction()
-        step = _step.current()
-        rows = None if step is None else step.rows
-        replica_context = distribute_lib.get_replica_context()
-        if (
-            rows is None
-            or replica_context is None
-            or replica_context.strategy is not self._container_strategy()
-        ):
+        replica_rows = self.replica_rows()
+        if replica_rows is None:
             return 1.0 / self.global_replica_count
-        replica_id = tensor_util.constant_value(replica_context.replica_id_in_sync_group)
-        mine = math_ops.cast(rows[replica_id], "float32")
-        everyone = replica_context.all_reduce(reduce_util.ReduceOp.SUM, mine)
+        mine = math_ops.cast(replica_rows[0], "float32")
+        everyone = distribute_lib.get_replica_context().all_reduce(reduce_util.ReduceOp.SUM, mine)
         return math_ops.div_no_nan(mine, everyone)
 
     # -- variables -----------------------------------------------------------------------------
